@@ -1,0 +1,183 @@
+"""Engine benchmark: per-op overhead, an MLP training step and conv2d, gmcore vs torch (CPU).
+
+    python benchmarks/bench_engine.py [--repeats 30] [--threads N]
+
+Prints a markdown table and writes benchmarks/results/engine_<machine>.json and .md. Each figure is
+the median (with p20/p80) of ``--repeats`` timed runs after warm-up. torch is used only as a peer
+when it is installed (the ``bench`` extra); it is never needed by gmcore itself.
+Targets (2-core CPU): per-op overhead <= 3x torch, MLP step <= 1.5x torch, conv2d <= 3x torch.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import gmcore as gm
+import gmcore.nn.functional as F
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def timeit(fn, repeats, inner=1, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t0) / inner)
+    t = np.array(times)
+    return float(np.median(t)), float(np.percentile(t, 20)), float(np.percentile(t, 80))
+
+
+def gm_cases():
+    g = gm.Generator().manual_seed(0)
+    a, b = gm.randn(8, 8, generator=g), gm.randn(8, 8, generator=g)
+    ag = a.clone().requires_grad_()
+    x = gm.randn(128, 512, generator=g)
+    y = gm.randint(0, 10, (128,), generator=g)
+    ws = [gm.randn(512, 512, generator=g).mul_(0.04).requires_grad_(),
+          gm.randn(512, 512, generator=g).mul_(0.04).requires_grad_(),
+          gm.randn(10, 512, generator=g).mul_(0.04).requires_grad_()]
+    bs = [gm.zeros(512, requires_grad=True), gm.zeros(512, requires_grad=True),
+          gm.zeros(10, requires_grad=True)]
+    img = gm.randn(32, 64, 32, 32, generator=g)
+    wc = gm.randn(64, 64, 3, 3, generator=g).mul_(0.05).requires_grad_()
+
+    def mlp_step():
+        h = F.relu(F.linear(x, ws[0], bs[0]))
+        h = F.relu(F.linear(h, ws[1], bs[1]))
+        loss = F.cross_entropy(F.linear(h, ws[2], bs[2]), y)
+        for p in ws + bs:
+            p.grad = None
+        loss.backward()
+        with gm.no_grad():
+            for p in ws + bs:
+                p.sub_(0.01 * p.grad)
+
+    def conv_step():
+        wc.grad = None
+        F.conv2d(img, wc, padding=1).sum().backward()
+
+    return {
+        ("add 8x8", "overhead"): (lambda: a + b, 200),
+        ("matmul 8x8", "overhead"): (lambda: a @ b, 200),
+        ("sum 8x8", "overhead"): (lambda: a.sum(), 200),
+        ("add 8x8 (grad)", "overhead"): (lambda: ag + b, 200),
+        ("mlp step 128x512", "train"): (mlp_step, 1),
+        ("conv2d 32x64x32x32 3x3 fwd+bwd", "train"): (conv_step, 1),
+    }
+
+
+def torch_cases():
+    import torch
+    torch.manual_seed(0)
+    a, b = torch.randn(8, 8), torch.randn(8, 8)
+    ag = a.clone().requires_grad_()
+    x = torch.randn(128, 512)
+    y = torch.randint(0, 10, (128,))
+    ws = [(torch.randn(512, 512) * 0.04).requires_grad_(),
+          (torch.randn(512, 512) * 0.04).requires_grad_(),
+          (torch.randn(10, 512) * 0.04).requires_grad_()]
+    bs = [torch.zeros(512, requires_grad=True), torch.zeros(512, requires_grad=True),
+          torch.zeros(10, requires_grad=True)]
+    img = torch.randn(32, 64, 32, 32)
+    wc = (torch.randn(64, 64, 3, 3) * 0.05).requires_grad_()
+    TF = torch.nn.functional
+
+    def mlp_step():
+        h = TF.relu(TF.linear(x, ws[0], bs[0]))
+        h = TF.relu(TF.linear(h, ws[1], bs[1]))
+        loss = TF.cross_entropy(TF.linear(h, ws[2], bs[2]), y)
+        for p in ws + bs:
+            p.grad = None
+        loss.backward()
+        with torch.no_grad():
+            for p in ws + bs:
+                p.sub_(0.01 * p.grad)
+
+    def conv_step():
+        wc.grad = None
+        TF.conv2d(img, wc, padding=1).sum().backward()
+
+    return {
+        ("add 8x8", "overhead"): (lambda: a + b, 200),
+        ("matmul 8x8", "overhead"): (lambda: a @ b, 200),
+        ("sum 8x8", "overhead"): (lambda: a.sum(), 200),
+        ("add 8x8 (grad)", "overhead"): (lambda: ag + b, 200),
+        ("mlp step 128x512", "train"): (mlp_step, 1),
+        ("conv2d 32x64x32x32 3x3 fwd+bwd", "train"): (conv_step, 1),
+    }
+
+
+TARGETS = {"overhead": 3.0, "train": 1.5}
+TARGET_OVERRIDES = {"conv2d 32x64x32x32 3x3 fwd+bwd": 3.0}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's own choice)")
+    args = p.parse_args(argv)
+
+    machine = f"{platform.machine()}-{os.cpu_count()}cpu"
+    rows = []
+    impls = [("gmcore", gm_cases)]
+    try:
+        import torch
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        impls.append((f"torch {torch.__version__}", torch_cases))
+    except ImportError:
+        print("torch not installed: gmcore figures only (pip install .[bench] for the peer)")
+    for impl, cases in impls:
+        for (name, kind), (fn, inner) in cases().items():
+            med, p20, p80 = timeit(fn, args.repeats, inner)
+            rows.append(dict(case=name, kind=kind, implementation=impl, median_s=med, p20_s=p20,
+                             p80_s=p80, machine=machine))
+            print(f"{impl:14s} {name:34s} {med * 1e6:12.1f} us", file=sys.stderr)
+
+    by = {(r["case"], r["implementation"].split()[0]): r["median_s"] for r in rows}
+    lines = ["| case | gmcore | torch | ratio | target | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["implementation"] != "gmcore":
+            continue
+        t = by.get((r["case"], "torch"))
+        target = TARGET_OVERRIDES.get(r["case"], TARGETS[r["kind"]])
+        if t:
+            ratio = r["median_s"] / t
+            lines.append(f"| {r['case']} | {_fmt(r['median_s'])} | {_fmt(t)} | {ratio:.2f}x | "
+                         f"<= {target}x | {'yes' if ratio <= target else 'no'} |")
+        else:
+            lines.append(f"| {r['case']} | {_fmt(r['median_s'])} | - | - | <= {target}x | - |")
+    table = "\n".join(lines)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"engine_{machine}"
+    _atomic_write(stem.with_suffix(".json"), json.dumps(rows, indent=1))
+    _atomic_write(stem.with_suffix(".md"), f"# bench_engine on {machine}\n\n{table}\n")
+    return 0
+
+
+def _fmt(seconds):
+    return f"{seconds * 1e6:.1f} us" if seconds < 1e-3 else f"{seconds * 1e3:.2f} ms"
+
+
+def _atomic_write(path, text):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""gmcore: a compact autodiff tensor engine for generative models, on NumPy (cpu) and CuPy (cuda).
+
+>>> import gmcore as gm
+>>> x = gm.randn(4, 3, requires_grad=True)
+>>> loss = (x.tanh() ** 2).mean()
+>>> loss.backward()
+>>> x.grad.shape
+gmcore.Size([4, 3])
+
+Importing gmcore imports NumPy and gmcore's own Python only: cupy, triton, numba, torch and the
+compiled ``gmcore._C`` are probed on first use.
+"""
+from ._dtype import (dtype, float16, half, float32, float, float64, double, uint8, int8, int16,
+                     short, int32, int, int64, long, bool, get_default_dtype, set_default_dtype,
+                     result_type as _result_type)
+from .backend import device, cuda_is_available
+from .tensor import Tensor, Size
+from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from . import autograd
+from .random import Generator, manual_seed, seed, initial_seed, default_generator
+from .creation import *  # noqa: F401,F403
+from .functional import *  # noqa: F401,F403
+from . import functional
+from . import nn
+
+__version__ = "0.1.0"
+
+
+def result_type(*operands):
+    """The dtype PyTorch's promotion gives for tensors and Python scalars."""
+    return _result_type(*[t.data if isinstance(t, Tensor) else t for t in operands])
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+class cuda:
+    """``gmcore.cuda.is_available()`` and ``device_count()``, as ``torch.cuda``."""
+
+    is_available = staticmethod(cuda_is_available)
+
+    @staticmethod
+    def device_count():
+        from .backend import cuda_device_count
+        return cuda_device_count()

@@ -1,0 +1,14 @@
+"""Differentiable operations, each written once with ``xp`` (NumPy or CuPy).
+
+``gmcore.functional`` holds the tensor-level ops (also reachable as ``gmcore.<op>`` and as
+tensor methods); ``gmcore.nn.functional`` adds the neural-network ops on top.
+"""
+from .arithmetic import *  # noqa: F401,F403
+from .conversion import *  # noqa: F401,F403
+from .shape import *  # noqa: F401,F403
+from .reduction import *  # noqa: F401,F403
+from .pointwise import *  # noqa: F401,F403
+from .activation import *  # noqa: F401,F403
+from .linalg import *  # noqa: F401,F403
+from .indexing import *  # noqa: F401,F403
+from .logsumexp import *  # noqa: F401,F403

@@ -1,0 +1,230 @@
+"""Arithmetic: ``add sub mul div pow neg matmul`` with broadcasting and PyTorch type promotion.
+
+Backward formulas are written with tensor ops so that they are themselves differentiable.
+"""
+from ..autograd import Function
+from ._util import promote, promote_float, reduce_grad, shape_of
+
+__all__ = ["add", "sub", "mul", "div", "true_divide", "neg", "pow", "matmul",
+           "floor_divide", "remainder"]
+
+
+class Add(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = promote(a, b)
+        ctx.shapes = shape_of(a), shape_of(b)
+        return a + b
+
+    @staticmethod
+    def backward(ctx, g):
+        sa, sb = ctx.shapes
+        return reduce_grad(g, sa), reduce_grad(g, sb)
+
+
+class Sub(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = promote(a, b)
+        ctx.shapes = shape_of(a), shape_of(b)
+        return a - b
+
+    @staticmethod
+    def backward(ctx, g):
+        sa, sb = ctx.shapes
+        return reduce_grad(g, sa), (reduce_grad(-g, sb) if ctx.needs_input_grad[1] else None)
+
+
+class Mul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = promote(a, b)
+        ctx.shapes = shape_of(a), shape_of(b)
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        ga = reduce_grad(g * b, sa) if ctx.needs_input_grad[0] else None
+        gb = reduce_grad(g * a, sb) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = promote_float(a, b)
+        ctx.shapes = shape_of(a), shape_of(b)
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        ga = reduce_grad(g / b, sa) if ctx.needs_input_grad[0] else None
+        gb = reduce_grad(-g * a / (b * b), sb) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    @staticmethod
+    def forward(ctx, a):
+        return -a
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Pow(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = promote(a, b)
+        ctx.shapes = shape_of(a), shape_of(b)
+        dt = a.dtype if hasattr(a, "dtype") else b.dtype
+        if dt.kind in "iu" and hasattr(b, "dtype") and (b < 0).any():
+            raise ValueError("integers to negative integer powers are not allowed")
+        out = a ** b
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b, out = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            if sb is None:  # scalar exponent: the common x ** 2
+                ga = g * b * a ** (b - 1) if b != 0 else g * 0
+            else:
+                ga = reduce_grad(g * b * a ** (b - 1), sa)
+        if ctx.needs_input_grad[1]:
+            # d/db a^b = a^b log a; 0 where a == 0 (the limit for b > 0), as PyTorch
+            from .pointwise import where, log
+            a_t = a if sa is not None else out * 0 + a
+            safe = where(a_t == 0, a_t * 0 + 1, a_t)
+            gb = reduce_grad(where(a_t == 0, g * 0, g * out * log(safe)), sb)
+        return ga, gb
+
+
+class FloorDivide(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = promote(a, b)
+        xp = _xp(a, b)
+        return xp.floor_divide(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 0 if ctx.needs_input_grad[0] else None, None
+
+
+class Remainder(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        a, b = promote(a, b)
+        ctx.shapes = shape_of(a), shape_of(b)
+        ctx.save_for_backward(a, b)
+        return _xp(a, b).remainder(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        sa, sb = ctx.shapes
+        ga = reduce_grad(g, sa) if ctx.needs_input_grad[0] else None
+        gb = reduce_grad(-g * (a / b).floor(), sb) if ctx.needs_input_grad[1] else None
+        return ga, gb
+
+
+def _xp(a, b):
+    from ..backend import xp_of
+    return xp_of(a if hasattr(a, "dtype") and hasattr(a, "ndim") else b)
+
+
+class MatMul(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise RuntimeError("matmul: both arguments need at least one dimension "
+                               f"(got shapes {a.shape} and {b.shape})")
+        ka = a.shape[-1]
+        kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if ka != kb:
+            raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be "
+                               f"multiplied ({ka} != {kb})")
+        a, b = promote(a, b)
+        ctx.save_for_backward(a, b)
+        return a @ b
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        # treat vectors as matrices, then undo: a (n,) -> (1, n); b (n,) -> (n, 1)
+        a2 = a.unsqueeze(0) if a.ndim == 1 else a
+        b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+        g2 = g
+        if b.ndim == 1:
+            g2 = g2.unsqueeze(-1)
+        if a.ndim == 1:
+            g2 = g2.unsqueeze(-2)
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = reduce_grad(g2 @ b2.mT, tuple(a2.shape)).reshape(tuple(a.shape))
+        if ctx.needs_input_grad[1]:
+            gb = reduce_grad(a2.mT @ g2, tuple(b2.shape)).reshape(tuple(b.shape))
+        return ga, gb
+
+
+def add(input, other, *, alpha=1):
+    """``input + alpha * other`` with broadcasting."""
+    return Add.apply(input, other if alpha == 1 else other * alpha)
+
+
+def sub(input, other, *, alpha=1):
+    """``input - alpha * other`` with broadcasting."""
+    return Sub.apply(input, other if alpha == 1 else other * alpha)
+
+
+def mul(input, other):
+    """Elementwise product with broadcasting."""
+    return Mul.apply(input, other)
+
+
+def div(input, other):
+    """True division (integer inputs give the default float dtype)."""
+    return Div.apply(input, other)
+
+
+true_divide = div
+
+
+def neg(input):
+    return Neg.apply(input)
+
+
+def pow(input, exponent):
+    """``input ** exponent``; either may be a tensor or a Python number."""
+    return Pow.apply(input, exponent)
+
+
+def floor_divide(input, other):
+    """Floor of the quotient (gradient zero, as PyTorch)."""
+    return FloorDivide.apply(input, other)
+
+
+def remainder(input, other):
+    """Python-style modulus (sign of the divisor)."""
+    return Remainder.apply(input, other)
+
+
+def matmul(input, other):
+    """Matrix product with NumPy's rules: vectors, matrices, and broadcast batches.
+
+    >>> import gmcore as gm
+    >>> gm.matmul(gm.ones(5, 2, 3), gm.ones(3, 4)).shape
+    gmcore.Size([5, 2, 4])
+    """
+    return MatMul.apply(input, other)

@@ -1,0 +1,820 @@
+"""``Tensor``: an array (``.data``, NumPy or CuPy) plus its place in the autograd graph.
+
+Methods are one-liners onto ``gmcore.functional`` (or ``gmcore.nn.functional``), where each op is
+written once. Semantics and names follow PyTorch.
+"""
+import weakref
+
+import numpy as np
+
+from . import autograd
+from . import backend
+from ._dtype import as_dtype, from_numpy_dtype, get_default_dtype
+
+
+class _Version:
+    """In-place modification counter, shared by a tensor and its views."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
+class Tensor:
+    """A multi-dimensional array on a device that can take part in automatic differentiation.
+
+    Create tensors with ``gmcore.tensor``, the factories (``zeros``, ``randn`` ...) or
+    ``gmcore.from_numpy`` / ``from_dlpack``. ``Tensor(array)`` wraps an array without a copy.
+
+    >>> import gmcore as gm
+    >>> x = gm.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> y = (x @ x).sum()
+    >>> y.backward()
+    >>> x.grad.tolist()
+    [[7.0, 11.0], [9.0, 13.0]]
+    """
+
+    __slots__ = ("data", "grad", "_grad_fn", "_output_nr", "_requires_grad", "_version", "_base",
+                 "__weakref__")
+    __array_priority__ = 1000  # numpy scalars defer to Tensor's reflected operators
+
+    def __init__(self, data, requires_grad=False):
+        if type(data) is not np.ndarray:
+            if isinstance(data, Tensor):
+                data = data.data
+            elif isinstance(data, np.generic):
+                data = np.asarray(data)
+            elif not _is_device_array(data):
+                from .creation import _to_array
+                data = _to_array(data, None, None)
+        self.data = data
+        self.grad = None
+        self._grad_fn = None
+        self._output_nr = 0
+        self._requires_grad = False
+        self._version = _Version()
+        self._base = None
+        if requires_grad:
+            self.requires_grad = True
+
+    # ---- metadata ---------------------------------------------------------------------------
+    @property
+    def shape(self):
+        return Size(self.data.shape)
+
+    def size(self, dim=None):
+        return Size(self.data.shape) if dim is None else self.data.shape[dim]
+
+    @property
+    def dtype(self):
+        return from_numpy_dtype(self.data.dtype)
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def is_cuda(self):
+        return type(self.data) is not np.ndarray
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return int(self.data.size)
+
+    def element_size(self):
+        return self.data.itemsize
+
+    def stride(self, dim=None):
+        s = tuple(st // self.data.itemsize for st in self.data.strides)
+        return s if dim is None else s[dim]
+
+    def is_contiguous(self):
+        return bool(self.data.flags.c_contiguous)
+
+    def is_floating_point(self):
+        return self.data.dtype.kind == "f"
+
+    def _xp(self):
+        return np if type(self.data) is np.ndarray else backend.xp_of(self.data)
+
+    # ---- autograd state ---------------------------------------------------------------------
+    @property
+    def requires_grad(self):
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        flag = bool(flag)
+        if self._grad_fn is not None:
+            if not flag:
+                raise RuntimeError("requires_grad can only be turned off on leaf tensors; "
+                                   "use .detach() to get a tensor outside the graph")
+            return
+        if flag and self.data.dtype.kind != "f":
+            raise RuntimeError(f"only tensors of floating point dtype can require gradients "
+                               f"(got {self.dtype})")
+        self._requires_grad = flag
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def grad_fn(self):
+        return self._grad_fn
+
+    @property
+    def is_leaf(self):
+        return self._grad_fn is None
+
+    @property
+    def _version_value(self):
+        return self._version.value
+
+    def retain_grad(self):
+        """Keep ``.grad`` for this non-leaf tensor after backward (leaves always keep it)."""
+        if self._grad_fn is None:
+            if not self._requires_grad:
+                raise RuntimeError("can't retain_grad on a tensor that does not require grad")
+            return
+        node = self._grad_fn
+        node._retained = (node._retained or []) + [(self._output_nr, weakref.ref(self))]
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``gmcore.autograd.backward``)."""
+        autograd.backward(self, gradient, retain_graph, create_graph, inputs)
+
+    def detach(self):
+        """A tensor sharing this one's data (and version counter), outside the graph."""
+        t = Tensor(self.data)
+        t._version = self._version
+        return t
+
+    def detach_(self):
+        if self._base is not None and self._grad_fn is not None:
+            raise RuntimeError("can't detach_ a view in place; use detach()")
+        self._grad_fn, self._output_nr, self._requires_grad = None, 0, False
+        return self
+
+    # ---- conversion -------------------------------------------------------------------------
+    def numpy(self):
+        """The data as a NumPy array, shared (no copy); only for cpu tensors outside the graph."""
+        if self._requires_grad:
+            raise RuntimeError("can't call numpy() on a tensor that requires grad; "
+                               "use tensor.detach().numpy()")
+        if type(self.data) is not np.ndarray:
+            raise TypeError(f"can't convert a {self.device} tensor to numpy; "
+                            "use tensor.cpu() to copy it to host memory first")
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def item(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"a tensor with {self.data.size} elements cannot be converted "
+                               "to a Python scalar")
+        return self.data.reshape(()).item() if type(self.data) is np.ndarray else \
+            self.data.reshape(()).get().item()
+
+    def tolist(self):
+        return (self.data if type(self.data) is np.ndarray else self.data.get()).tolist()
+
+    def to(self, *args, **kwargs):
+        """``to(device)``, ``to(dtype)``, ``to(device, dtype)`` or ``to(other_tensor)``; differentiable."""
+        device, dtype, copy = _parse_to_args(args, kwargs)
+        return _F.to(self, device=device, dtype=dtype, copy=copy)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        if device is None:
+            device = "cuda"
+        elif isinstance(device, int):
+            device = f"cuda:{device}"
+        return self.to(device)
+
+    def type_as(self, other):
+        return self.to(other.dtype)
+
+    def float(self):
+        return self.to(as_dtype("float32"))
+
+    def double(self):
+        return self.to(as_dtype("float64"))
+
+    def half(self):
+        return self.to(as_dtype("float16"))
+
+    def long(self):
+        return self.to(as_dtype("int64"))
+
+    def int(self):
+        return self.to(as_dtype("int32"))
+
+    def bool(self):
+        return self.to(as_dtype("bool"))
+
+    def clone(self):
+        return _F.clone(self)
+
+    def contiguous(self):
+        return self if self.data.flags.c_contiguous else _F.clone(self)
+
+    def __dlpack__(self, *args, **kwargs):
+        if self._requires_grad:
+            raise RuntimeError("can't export a tensor that requires grad through DLPack; "
+                               "use tensor.detach()")
+        return self.data.__dlpack__(*args, **kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    def new_tensor(self, data):
+        from .creation import tensor
+        return tensor(data, dtype=self.dtype, device=self.device)
+
+    def new_zeros(self, *size, dtype=None):
+        from .creation import zeros
+        return zeros(*size, dtype=dtype or self.dtype, device=self.device)
+
+    def new_ones(self, *size, dtype=None):
+        from .creation import ones
+        return ones(*size, dtype=dtype or self.dtype, device=self.device)
+
+    def new_full(self, size, fill_value, dtype=None):
+        from .creation import full
+        return full(size, fill_value, dtype=dtype or self.dtype, device=self.device)
+
+    def new_empty(self, *size, dtype=None):
+        from .creation import empty
+        return empty(*size, dtype=dtype or self.dtype, device=self.device)
+
+    # ---- python protocol --------------------------------------------------------------------
+    def __repr__(self):
+        data = self.data if type(self.data) is np.ndarray else self.data.get()
+        body = np.array2string(data, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if type(self.data) is not np.ndarray:
+            extras.append(f"device='{self.device}'")
+        if self.data.dtype not in (np.float32, np.int64, np.bool_):
+            extras.append(f"dtype={self.dtype}")
+        if self._grad_fn is not None:
+            extras.append(f"grad_fn={self._grad_fn!r}")
+        elif self._requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is "
+                               "ambiguous; use .any() or .all()")
+        return bool(self.item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be used as an index")
+        return int(self.item())
+
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index):
+        return _F.getitem(self, index)
+
+    def __setitem__(self, index, value):
+        _inplace(self, lambda src: _F.index_put(src, index, value), "__setitem__")
+
+    # ---- arithmetic -------------------------------------------------------------------------
+    def __add__(self, other):
+        return _F.add(self, other)
+
+    def __radd__(self, other):
+        return _F.add(other, self)
+
+    def __sub__(self, other):
+        return _F.sub(self, other)
+
+    def __rsub__(self, other):
+        return _F.sub(other, self)
+
+    def __mul__(self, other):
+        return _F.mul(self, other)
+
+    def __rmul__(self, other):
+        return _F.mul(other, self)
+
+    def __truediv__(self, other):
+        return _F.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _F.div(other, self)
+
+    def __floordiv__(self, other):
+        return _F.floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return _F.floor_divide(other, self)
+
+    def __mod__(self, other):
+        return _F.remainder(self, other)
+
+    def __pow__(self, other):
+        return _F.pow(self, other)
+
+    def __rpow__(self, other):
+        return _F.pow(other, self)
+
+    def __matmul__(self, other):
+        return _F.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _F.matmul(other, self)
+
+    def __neg__(self):
+        return _F.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return _F.abs(self)
+
+    def __eq__(self, other):
+        return _F.eq(self, other)
+
+    def __ne__(self, other):
+        return _F.ne(self, other)
+
+    def __lt__(self, other):
+        return _F.lt(self, other)
+
+    def __le__(self, other):
+        return _F.le(self, other)
+
+    def __gt__(self, other):
+        return _F.gt(self, other)
+
+    def __ge__(self, other):
+        return _F.ge(self, other)
+
+    def __and__(self, other):
+        return _F.logical_and(self, other) if self.data.dtype == np.bool_ else \
+            _F.bitwise_and(self, other)
+
+    def __or__(self, other):
+        return _F.logical_or(self, other) if self.data.dtype == np.bool_ else \
+            _F.bitwise_or(self, other)
+
+    def __xor__(self, other):
+        return _F.logical_xor(self, other)
+
+    def __invert__(self):
+        return _F.logical_not(self)
+
+    def add(self, other, alpha=1):
+        return _F.add(self, other if alpha == 1 else other * alpha)
+
+    def sub(self, other, alpha=1):
+        return _F.sub(self, other if alpha == 1 else other * alpha)
+
+    def mul(self, other):
+        return _F.mul(self, other)
+
+    def div(self, other):
+        return _F.div(self, other)
+
+    def pow(self, exponent):
+        return _F.pow(self, exponent)
+
+    def matmul(self, other):
+        return _F.matmul(self, other)
+
+    def neg(self):
+        return _F.neg(self)
+
+    # ---- in-place ---------------------------------------------------------------------------
+    def add_(self, other, alpha=1):
+        return _inplace(self, lambda s: _F.add(s, other if alpha == 1 else other * alpha), "add_")
+
+    def sub_(self, other, alpha=1):
+        return _inplace(self, lambda s: _F.sub(s, other if alpha == 1 else other * alpha), "sub_")
+
+    def mul_(self, other):
+        return _inplace(self, lambda s: _F.mul(s, other), "mul_")
+
+    def div_(self, other):
+        return _inplace(self, lambda s: _F.div(s, other), "div_")
+
+    def pow_(self, exponent):
+        return _inplace(self, lambda s: _F.pow(s, exponent), "pow_")
+
+    def clamp_(self, min=None, max=None):
+        return _inplace(self, lambda s: _F.clamp(s, min, max), "clamp_")
+
+    def masked_fill_(self, mask, value):
+        return _inplace(self, lambda s: _F.masked_fill(s, mask, value), "masked_fill_")
+
+    def copy_(self, src):
+        src = src if isinstance(src, Tensor) else Tensor(np.asarray(src))
+        return _inplace(self, lambda s: _F.to(src, device=self.device, dtype=self.dtype)
+                        .expand(*self.shape), "copy_")
+
+    def zero_(self):
+        return self.fill_(0)
+
+    def fill_(self, value):
+        with autograd.no_grad():
+            _check_inplace(self, "fill_")
+            self.data[...] = value.data if isinstance(value, Tensor) else value
+            self._version.value += 1
+        return self
+
+    def uniform_(self, a=0.0, b=1.0, generator=None):
+        from .random import _generator_for
+        return self._fill_random(_generator_for(generator, self.device).uniform(
+            self.data.shape, a, b, self.data.dtype), "uniform_")
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        from .random import _generator_for
+        return self._fill_random(_generator_for(generator, self.device).normal(
+            self.data.shape, mean, std, self.data.dtype), "normal_")
+
+    def bernoulli_(self, p=0.5, generator=None):
+        from .random import _generator_for
+        u = _generator_for(generator, self.device).uniform(self.data.shape, 0.0, 1.0, np.float64)
+        return self._fill_random((u < p).astype(self.data.dtype), "bernoulli_")
+
+    def _fill_random(self, values, name):
+        _check_inplace(self, name)
+        self.data[...] = values
+        self._version.value += 1
+        return self
+
+    # ---- elementwise math (gmcore.functional) -----------------------------------------------
+    def exp(self):
+        return _F.exp(self)
+
+    def log(self):
+        return _F.log(self)
+
+    def log1p(self):
+        return _F.log1p(self)
+
+    def expm1(self):
+        return _F.expm1(self)
+
+    def sqrt(self):
+        return _F.sqrt(self)
+
+    def rsqrt(self):
+        return _F.rsqrt(self)
+
+    def abs(self):
+        return _F.abs(self)
+
+    def sign(self):
+        return _F.sign(self)
+
+    def sin(self):
+        return _F.sin(self)
+
+    def cos(self):
+        return _F.cos(self)
+
+    def tanh(self):
+        return _F.tanh(self)
+
+    def sigmoid(self):
+        return _F.sigmoid(self)
+
+    def relu(self):
+        return _F.relu(self)
+
+    def square(self):
+        return _F.square(self)
+
+    def reciprocal(self):
+        return _F.reciprocal(self)
+
+    def floor(self):
+        return _F.floor(self)
+
+    def ceil(self):
+        return _F.ceil(self)
+
+    def round(self):
+        return _F.round(self)
+
+    def clamp(self, min=None, max=None):
+        return _F.clamp(self, min, max)
+
+    clip = clamp
+
+    def maximum(self, other):
+        return _F.maximum(self, other)
+
+    def minimum(self, other):
+        return _F.minimum(self, other)
+
+    def where(self, condition, other):
+        return _F.where(condition, self, other)
+
+    def eq(self, other):
+        return _F.eq(self, other)
+
+    def ne(self, other):
+        return _F.ne(self, other)
+
+    def lt(self, other):
+        return _F.lt(self, other)
+
+    def le(self, other):
+        return _F.le(self, other)
+
+    def gt(self, other):
+        return _F.gt(self, other)
+
+    def ge(self, other):
+        return _F.ge(self, other)
+
+    def isnan(self):
+        return _F.isnan(self)
+
+    def isinf(self):
+        return _F.isinf(self)
+
+    def isfinite(self):
+        return _F.isfinite(self)
+
+    def logical_not(self):
+        return _F.logical_not(self)
+
+    def logical_and(self, other):
+        return _F.logical_and(self, other)
+
+    def logical_or(self, other):
+        return _F.logical_or(self, other)
+
+    def softmax(self, dim):
+        return _F.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        return _F.log_softmax(self, dim)
+
+    # ---- reductions -------------------------------------------------------------------------
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        return _F.sum(self, dim, keepdim, dtype=dtype)
+
+    def sum_to_size(self, *size):
+        return _F.sum_to_size(self, _shape_arg(size))
+
+    def mean(self, dim=None, keepdim=False, dtype=None):
+        return _F.mean(self, dim, keepdim, dtype=dtype)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return _F.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return _F.std(self, dim, unbiased, keepdim, correction=correction)
+
+    def prod(self, dim=None, keepdim=False, dtype=None):
+        return _F.prod(self, dim, keepdim, dtype=dtype)
+
+    def amax(self, dim=None, keepdim=False):
+        return _F.amax(self, dim, keepdim)
+
+    def amin(self, dim=None, keepdim=False):
+        return _F.amin(self, dim, keepdim)
+
+    def max(self, dim=None, keepdim=False):
+        return _F.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        return _F.min(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return _F.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        return _F.argmin(self, dim, keepdim)
+
+    def logsumexp(self, dim, keepdim=False):
+        return _F.logsumexp(self, dim, keepdim)
+
+    def cumsum(self, dim):
+        return _F.cumsum(self, dim)
+
+    def norm(self, p="fro", dim=None, keepdim=False):
+        return _F.norm(self, p, dim, keepdim)
+
+    def all(self, dim=None, keepdim=False):
+        return _F.all(self, dim, keepdim)
+
+    def any(self, dim=None, keepdim=False):
+        return _F.any(self, dim, keepdim)
+
+    # ---- shape ------------------------------------------------------------------------------
+    def reshape(self, *shape):
+        return _F.reshape(self, _shape_arg(shape))
+
+    def view(self, *shape):
+        return _F.view(self, _shape_arg(shape))
+
+    def view_as(self, other):
+        return _F.view(self, tuple(other.shape))
+
+    def reshape_as(self, other):
+        return _F.reshape(self, tuple(other.shape))
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _F.flatten(self, start_dim, end_dim)
+
+    def unflatten(self, dim, sizes):
+        return _F.unflatten(self, dim, sizes)
+
+    def permute(self, *dims):
+        return _F.permute(self, _shape_arg(dims))
+
+    def transpose(self, dim0, dim1):
+        return _F.transpose(self, dim0, dim1)
+
+    def t(self):
+        if self.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, got {self.ndim}")
+        return self if self.ndim < 2 else _F.transpose(self, 0, 1)
+
+    @property
+    def T(self):
+        return _F.permute(self, tuple(range(self.ndim - 1, -1, -1)))
+
+    @property
+    def mT(self):
+        return _F.transpose(self, -2, -1)
+
+    def squeeze(self, dim=None):
+        return _F.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return _F.unsqueeze(self, dim)
+
+    def expand(self, *sizes):
+        return _F.expand(self, _shape_arg(sizes))
+
+    def expand_as(self, other):
+        return _F.expand(self, tuple(other.shape))
+
+    def broadcast_to(self, shape):
+        return _F.broadcast_to(self, shape)
+
+    def repeat(self, *sizes):
+        return _F.repeat(self, _shape_arg(sizes))
+
+    def tile(self, *dims):
+        return _F.tile(self, _shape_arg(dims))
+
+    def flip(self, dims):
+        return _F.flip(self, dims)
+
+    def roll(self, shifts, dims=None):
+        return _F.roll(self, shifts, dims)
+
+    def split(self, split_size_or_sections, dim=0):
+        return _F.split(self, split_size_or_sections, dim)
+
+    def chunk(self, chunks, dim=0):
+        return _F.chunk(self, chunks, dim)
+
+    def triu(self, diagonal=0):
+        return _F.triu(self, diagonal)
+
+    def tril(self, diagonal=0):
+        return _F.tril(self, diagonal)
+
+    # ---- indexing ---------------------------------------------------------------------------
+    def index_select(self, dim, index):
+        return _F.index_select(self, dim, index)
+
+    def gather(self, dim, index):
+        return _F.gather(self, dim, index)
+
+    def scatter_add(self, dim, index, src):
+        return _F.scatter_add(self, dim, index, src)
+
+    def masked_fill(self, mask, value):
+        return _F.masked_fill(self, mask, value)
+
+
+class Size(tuple):
+    """A tensor's shape: a tuple of ints (as ``torch.Size``)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return f"gmcore.Size({list(self)})"
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+def _shape_arg(args):
+    """Accept ``f(2, 3)`` and ``f((2, 3))`` alike, as PyTorch does."""
+    if len(args) == 1 and isinstance(args[0], (tuple, list)):
+        return tuple(args[0])
+    return tuple(args)
+
+
+def _is_device_array(x):
+    return hasattr(x, "__cuda_array_interface__") and hasattr(x, "device")
+
+
+def _parse_to_args(args, kwargs):
+    from ._dtype import dtype as dtype_cls
+    device = kwargs.pop("device", None)
+    dtype = kwargs.pop("dtype", None)
+    copy = kwargs.pop("copy", False)
+    kwargs.pop("non_blocking", None)
+    if kwargs:
+        raise TypeError(f"to() got unexpected arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, (str, backend.device)):
+            device = a
+        elif isinstance(a, (dtype_cls, np.dtype, type)):
+            dtype = a
+        elif isinstance(a, bool):
+            pass  # non_blocking positional: meaningless here
+        else:
+            raise TypeError(f"to() can't interpret argument {a!r}")
+    return device, dtype, copy
+
+
+def _check_inplace(t, name):
+    if autograd.is_grad_enabled() and t._requires_grad and t._grad_fn is None:
+        raise RuntimeError(f"{name}: a leaf tensor that requires grad is being used in an "
+                           "in-place operation; wrap it in gmcore.no_grad() (parameter updates) "
+                           "or use an out-of-place op")
+
+
+def _inplace(t, compute, name):
+    """Run ``compute`` out of place, write the result into ``t``'s memory, and rebase ``t``.
+
+    The op is computed from a graph-connected copy when ``t`` is part of the graph, so values
+    that op saves for backward are not the memory being overwritten.
+    """
+    _check_inplace(t, name)
+    recording = autograd.is_grad_enabled()
+    src = t
+    if recording and t._requires_grad:
+        if t._base is not None:
+            raise RuntimeError(f"{name}: in-place modification of a view of a tensor that "
+                               "requires grad is not supported; use out-of-place ops")
+        src = _F.clone(t)
+    result = compute(src)
+    if result.data.shape != t.data.shape:
+        raise RuntimeError(f"{name}: the result of shape {tuple(result.shape)} can't be written "
+                           f"in place into a tensor of shape {tuple(t.shape)}")
+    if result.data.dtype != t.data.dtype and not np.can_cast(result.data.dtype, t.data.dtype,
+                                                             casting="same_kind"):
+        raise RuntimeError(f"{name}: result type {result.dtype} can't be cast to the "
+                           f"in-place output's dtype {t.dtype}")
+    t.data[...] = result.data
+    t._version.value += 1
+    if recording and result._requires_grad:
+        t._grad_fn, t._output_nr, t._requires_grad = result._grad_fn, result._output_nr, True
+    return t
+
+
+def _default_float_np():
+    return get_default_dtype().np
+
+
+from . import functional as _F  # noqa: E402  (functional imports Tensor from this module)

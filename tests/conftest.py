@@ -1,0 +1,23 @@
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import gmcore as gm
+
+# CI has 2 cores and a 20-minute budget: keep property tests small but meaningful.
+settings.register_profile("ci", max_examples=15, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("GMCORE_HYPOTHESIS_PROFILE", "ci"))
+
+
+def _devices():
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+        not gm.cuda.is_available(), reason="no CUDA device (cupy + GPU) available"))]
+
+
+@pytest.fixture(params=_devices())
+def device(request):
+    """Every device test runs on cpu, and on cuda where a GPU is visible."""
+    return request.param

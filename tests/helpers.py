@@ -1,0 +1,120 @@
+"""One-line op tests (tinygrad's helper_test_op, Chainer's check_backward).
+
+``check_op(gm_fn, np_fn, shapes)`` draws float64 inputs, then checks:
+  1. forward in float64 against the NumPy reference ``np_fn`` (and float32 within float32 tols),
+  2. the backward against finite differences (``gradcheck``: random directions + full Jacobian),
+  3. the double backward (``gradgradcheck``) unless ``gradgrad=False``,
+  4. forward and gradients against torch when it is installed and ``torch_fn`` is given.
+"""
+import importlib.util
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import gmcore as gm
+from gmcore.testing import assert_close, gradcheck, gradgradcheck
+
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def make_inputs(shapes, rng, low=-2.0, high=2.0, domain=None):
+    arrays = [rng.uniform(low, high, size=s) for s in shapes]
+    if domain is not None:
+        arrays = [domain(a) for a in arrays]
+    return arrays
+
+
+def check_op(gm_fn, np_fn, shapes, *, device="cpu", seed=0, low=-2.0, high=2.0, domain=None,
+             grad=True, gradgrad=True, torch_fn=None, grad_inputs=None, atol=1e-5, rtol=1e-3,
+             fwd_atol=None, check_float32=True, arrays=None):
+    """Test one op end to end; see the module docstring. Returns the float64 output tensor."""
+    rng = np.random.default_rng(seed)
+    if arrays is None:
+        arrays = make_inputs(shapes, rng, low, high, domain)
+    grad_inputs = range(len(arrays)) if grad_inputs is None else grad_inputs
+
+    def tensors(dtype, requires_grad):
+        return [gm.tensor(a, dtype=dtype, device=device,
+                          requires_grad=requires_grad and i in grad_inputs)
+                for i, a in enumerate(arrays)]
+
+    # 1. forward, float64 and float32
+    expected = np_fn(*[a.copy() for a in arrays])
+    out64 = gm_fn(*tensors(gm.float64, False))
+    _compare(out64, expected, atol=fwd_atol)
+    if check_float32:
+        out32 = gm_fn(*tensors(gm.float32, False))
+        for o in _tuple(out32):
+            if o.dtype.is_floating_point:
+                assert o.dtype == gm.float32, f"float32 input gave {o.dtype}"
+        _compare(out32, expected, atol=1e-4 if fwd_atol is None else max(fwd_atol, 1e-4),
+                 rtol=1e-4)
+
+    # 2./3. gradients
+    if grad:
+        inputs = tensors(gm.float64, True)
+        assert gradcheck(gm_fn, inputs, atol=atol, rtol=rtol)
+        if gradgrad:
+            assert gradgradcheck(gm_fn, inputs, atol=atol, rtol=rtol)
+
+    # 4. torch as a peer oracle
+    if HAVE_TORCH and torch_fn is not None:
+        _check_torch(gm_fn, torch_fn, arrays, grad_inputs, grad, device)
+    return out64
+
+
+def _tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _compare(out, expected, atol=None, rtol=None):
+    outs, exps = _tuple(out), _tuple(expected)
+    assert len(outs) == len(exps), f"{len(outs)} outputs, expected {len(exps)}"
+    for o, e in zip(outs, exps):
+        e = np.asarray(e)
+        kw = {}
+        if o.dtype == gm.float64:
+            kw = dict(rtol=1e-7 if rtol is None else rtol, atol=1e-7 if atol is None else atol)
+        elif o.dtype.is_floating_point:
+            kw = dict(rtol=rtol or 1e-4, atol=atol or 1e-4)
+        assert_close(o, e.astype(o.data.dtype) if e.dtype.kind != o.data.dtype.kind else e,
+                     check_dtype=False, **kw)
+
+
+def _check_torch(gm_fn, torch_fn, arrays, grad_inputs, grad, device):
+    import torch
+    tdev = "cuda" if device != "cpu" else "cpu"
+    tt = [torch.tensor(a, dtype=torch.float64, device=tdev,
+                       requires_grad=grad and i in grad_inputs) for i, a in enumerate(arrays)]
+    gt = [gm.tensor(a, dtype=gm.float64, device=device,
+                    requires_grad=grad and i in grad_inputs) for i, a in enumerate(arrays)]
+    t_out, g_out = _tuple(torch_fn(*tt)), _tuple(gm_fn(*gt))
+    for t, g in zip(t_out, g_out):
+        assert_close(g, t.detach().cpu().numpy(), rtol=1e-6, atol=1e-8, check_dtype=False)
+    if grad:
+        t_loss = sum((t * (k + 1)).sum() for k, t in enumerate(t_out) if t.requires_grad)
+        g_loss = sum((g * (k + 1)).sum() for k, g in enumerate(g_out) if g.requires_grad)
+        t_loss.backward()
+        g_loss.backward()
+        for t, g in zip(tt, gt):
+            if t.grad is not None:
+                assert_close(g.grad, t.grad.cpu().numpy(), rtol=1e-6, atol=1e-8,
+                             check_dtype=False)
+
+
+# ---- hypothesis strategies ------------------------------------------------------------------
+
+def shapes(min_dims=0, max_dims=4, min_side=1, max_side=5):
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+                            max_side=max_side)
+
+
+def broadcast_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4):
+    """Tuples of mutually broadcastable shapes (MyGrad's strategy)."""
+    return hnp.mutually_broadcastable_shapes(num_shapes=num_shapes, min_dims=min_dims,
+                                             max_dims=max_dims, max_side=max_side).map(
+        lambda s: s.input_shapes)
+
+
+seeds = st.integers(0, 2 ** 16)
