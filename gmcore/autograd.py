@@ -98,17 +98,19 @@ _INPUT, _OUTPUT, _CONST = 0, 1, 2
 class FunctionCtx:
     """Per-call context of a ``Function``; after forward it is the graph node of the outputs."""
 
+    # class-level defaults: a node sets only what differs (this is the engine's hot path)
+    _edges = ()
+    _saved = None
+    _to_save = None
+    _freed = False
+    _non_differentiable = None
+    _outputs_meta = None
+    _retained = None
+    _xp = np
+    needs_input_grad = ()
+
     def __init__(self, function):
         self._function = function
-        self._edges = ()
-        self._saved = None
-        self._to_save = None
-        self._freed = False
-        self._non_differentiable = None
-        self._outputs_meta = None
-        self._retained = None
-        self._xp = np
-        self.needs_input_grad = ()
 
     # -- what forward calls
     def save_for_backward(self, *values):
@@ -212,58 +214,73 @@ class Function:
     def backward(ctx, *grads):
         raise NotImplementedError
 
+    _is_view = False  # True for ops whose outputs alias the input's memory
+
     @classmethod
     def apply(cls, *args, **kwargs):
-        from .tensor import Tensor
         ctx = FunctionCtx(cls)
         arrays = []
-        tensor_args = []
         needs_grad = False
+        n_tensors = 0
+        foreign = False  # some tensor's data is not a NumPy array (cupy): check devices
         for a in args:
-            if isinstance(a, Tensor):
-                arrays.append(a.data)
-                tensor_args.append(a)
+            if isinstance(a, _Tensor):
+                d = a.data
+                arrays.append(d)
+                n_tensors += 1
                 if a._requires_grad:
                     needs_grad = True
+                if type(d) is not np.ndarray:
+                    foreign = True
             else:
                 arrays.append(a)
-        if len(tensor_args) > 1:
-            _check_same_device(cls, tensor_args)
+        if foreign and n_tensors > 1:
+            _check_same_device(cls, [a for a in args if isinstance(a, _Tensor)])
         needs_grad = needs_grad and _grad_enabled
         if needs_grad:
-            ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a._requires_grad for a in args)
+            ctx.needs_input_grad = tuple(isinstance(a, _Tensor) and a._requires_grad
+                                         for a in args)
         else:
             ctx.needs_input_grad = (False,) * len(args)
 
         raw = cls.forward(ctx, *arrays, **kwargs)
+        raw_ids = None  # identities of what forward returned, before 0-d scalars become arrays
 
-        single = not isinstance(raw, tuple)
-        raw_outputs = (raw,) if single else raw
-        nondiff = ctx._non_differentiable
-        outputs = []
-        for nr, r in enumerate(raw_outputs):
-            t = Tensor(r)
-            if needs_grad and r.dtype.kind == "f" and (nondiff is None or id(r) not in nondiff):
-                t._grad_fn, t._output_nr, t._requires_grad = ctx, nr, True
-            outputs.append(t)
+        if type(raw) is not tuple:
+            if type(raw) is not np.ndarray and isinstance(raw, np.generic):
+                raw_ids = (id(raw),)
+            out = _Tensor(raw)
+            if needs_grad and raw.dtype.kind == "f" and (
+                    ctx._non_differentiable is None or id(raw) not in ctx._non_differentiable):
+                out._grad_fn, out._requires_grad = ctx, True
+            outputs = (out,)
+        else:
+            nondiff = ctx._non_differentiable
+            outputs = []
+            for nr, r in enumerate(raw):
+                t = _Tensor(r)
+                if needs_grad and r.dtype.kind == "f" and (nondiff is None or id(r) not in nondiff):
+                    t._grad_fn, t._output_nr, t._requires_grad = ctx, nr, True
+                outputs.append(t)
+            outputs = tuple(outputs)
 
         if needs_grad:
-            ctx._edges = tuple(_edge_of(a) for a in args)
-            ctx._outputs_meta = tuple((t.data.shape, t.data.dtype) for t in outputs)
-            ctx._xp = outputs[0]._xp()
+            ctx._edges = tuple([_edge_of(a) for a in args])
+            ctx._outputs_meta = tuple([(t.data.shape, t.data.dtype) for t in outputs])
+            if type(outputs[0].data) is not np.ndarray:
+                ctx._xp = outputs[0]._xp()
             if ctx._to_save is not None:
-                ctx._saved = _resolve_saved(ctx, ctx._to_save, args, outputs)
-            if getattr(cls, "_is_view", False):
-                _share_versions(args, outputs)
-        elif getattr(cls, "_is_view", False):
+                if raw_ids is None and type(raw) is tuple:
+                    raw_ids = tuple(id(r) for r in raw)
+                ctx._saved = _resolve_saved(ctx, ctx._to_save, args, outputs, raw_ids)
+                ctx._to_save = None
+        if cls._is_view:
             _share_versions(args, outputs)
-        ctx._to_save = None
-        return outputs[0] if single else tuple(outputs)
+        return outputs[0] if type(raw) is not tuple else outputs
 
 
 def _edge_of(a):
-    from .tensor import Tensor
-    if not isinstance(a, Tensor) or not a._requires_grad:
+    if not isinstance(a, _Tensor) or not a._requires_grad:
         return None
     if a._grad_fn is None:
         return a  # a leaf: its gradient is accumulated into .grad
@@ -281,14 +298,15 @@ def _check_same_device(cls, tensors):
                                f"but found {devices[0]} and {d}")
 
 
-def _resolve_saved(ctx, values, args, outputs):
+def _resolve_saved(ctx, values, args, outputs, raw_ids=None):
     """Map each saved array to the tensor it came from, recording versions for the in-place check."""
-    from .tensor import Tensor
     by_input = {}
     for a in args:
-        if isinstance(a, Tensor):
+        if isinstance(a, _Tensor):
             by_input.setdefault(id(a.data), a)
     by_output = {id(t.data): (nr, t) for nr, t in enumerate(outputs)}
+    if raw_ids is not None:  # forward returned NumPy scalars (0-d results): match those too
+        by_output.update({rid: (nr, t) for nr, (rid, t) in enumerate(zip(raw_ids, outputs))})
     saved = []
     for v in values:
         key = id(v)
@@ -306,13 +324,13 @@ def _resolve_saved(ctx, values, args, outputs):
 
 def _share_versions(args, outputs):
     """Views share their base's version counter, so in-place edits of either are seen."""
-    from .tensor import Tensor
-    base = next((a for a in args if isinstance(a, Tensor)), None)
+    base = next((a for a in args if isinstance(a, _Tensor)), None)
     if base is None:
         return
     for t in outputs:
         if np.may_share_memory(t.data, base.data) if type(t.data) is np.ndarray else True:
             t._version = base._version
+            t._base = base._base if base._base is not None else base
 
 
 # ---- once-differentiable backward ---------------------------------------------------------
@@ -448,7 +466,9 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
         results = [None] * len(inputs)
 
     buffers = {}      # id(node) -> list of gradient tensors, one per output
-    handed_out = set()  # ids of arrays already stored in some .grad (copy before reusing)
+    # arrays that must not be stored in a .grad without a copy: the caller's root gradients
+    # and any array already stored in another leaf's .grad
+    handed_out = {id(g.data) for _, g in roots}
 
     def send(edge, g):
         if type(edge) is tuple:
@@ -466,6 +486,10 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
 
     prev_mode = _grad_enabled
     _grad_enabled = create_graph
+    # backward formulas evaluate both sides of true selects (where); the unselected side may
+    # overflow or divide by zero harmlessly, so NumPy's warnings are noise here
+    errstate = np.errstate(all="ignore")
+    errstate.__enter__()
     try:
         for out, g in roots:
             if out._grad_fn is None:
@@ -500,6 +524,7 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
                         ready.append(e[0])
     finally:
         _grad_enabled = prev_mode
+        errstate.__exit__(None, None, None)
 
     if results is not None:
         for i, r in enumerate(results):
@@ -543,20 +568,33 @@ def _call_backward(node, grads, send):
         send(e, g)
 
 
-def _accumulate_leaf(leaf, g, create_graph, handed_out):
-    if not create_graph:
-        g = g.detach()
-        arr = g.data
-        if id(arr) in handed_out or not arr.flags.owndata or not arr.flags.c_contiguous:
-            arr = arr.copy()
-            g = type(g)(arr)
-        handed_out.add(id(arr))
+def _accumulate_leaf(leaf, g, create_graph, seen):
+    """Add ``g`` into ``leaf.grad``.
+
+    Gradient arrays flow through the graph shared (add, clone and sum pass theirs on unchanged),
+    so an array stored in one ``.grad`` may still be waiting in another node's buffer, or be the
+    caller's own gradient. ``seen`` holds the ids of such arrays: the first one stored is copied
+    if it was already seen, and accumulation adds in place only into an array the engine made.
+    """
+    if create_graph:
+        leaf.grad = g if leaf.grad is None else leaf.grad + g
+        return
+    arr = g.data
     if leaf.grad is None:
-        leaf.grad = g
-    elif create_graph:
-        leaf.grad = leaf.grad + g
-    else:
-        leaf.grad.data += g.data  # in place, as PyTorch accumulates
+        if id(arr) in seen or not arr.flags.owndata or not arr.flags.c_contiguous:
+            arr = arr.copy()
+        seen.add(id(arr))
+        leaf.grad = _owned(arr)
+    elif getattr(leaf.grad, "_engine_owned", False):
+        leaf.grad.data += arr  # in place, as PyTorch accumulates
+    else:  # a .grad the user set: don't write into their array
+        leaf.grad = _owned(leaf.grad.data + arr)
+
+
+def _owned(array):
+    t = _Tensor(array)
+    t._engine_owned = True  # the engine may accumulate into this array in place
+    return t
 
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
@@ -600,3 +638,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     if retain_graph is None:
         retain_graph = create_graph
     return _run(roots, retain_graph, create_graph, inputs=inputs, allow_unused=allow_unused)
+
+
+_Tensor = None  # set by gmcore.tensor once Tensor exists (tensor.py imports this module first)

@@ -18,11 +18,9 @@ def two_moons(n, noise=0.1, generator=None):
     g = generator or gm.Generator().manual_seed(0)
     t = gm.rand(n, generator=g, dtype=gm.float64) * math.pi
     label = gm.randint(0, 2, (n,), generator=g)
-    upper = (label == 0).to(gm.float64)
     x = gm.where(label == 0, t.cos(), 1 - t.cos())
     y = gm.where(label == 0, t.sin(), 0.5 - t.sin())
     points = gm.stack([x, y], dim=1) + noise * gm.randn(n, 2, generator=g, dtype=gm.float64)
-    del upper
     return points.float(), label
 
 

@@ -36,7 +36,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "grad", "_grad_fn", "_output_nr", "_requires_grad", "_version", "_base",
-                 "__weakref__")
+                 "_engine_owned", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to Tensor's reflected operators
 
     def __init__(self, data, requires_grad=False):
@@ -391,10 +391,11 @@ class Tensor:
             _F.bitwise_or(self, other)
 
     def __xor__(self, other):
-        return _F.logical_xor(self, other)
+        return _F.logical_xor(self, other) if self.data.dtype == np.bool_ else \
+            _F.bitwise_xor(self, other)
 
     def __invert__(self):
-        return _F.logical_not(self)
+        return _F.logical_not(self) if self.data.dtype == np.bool_ else _F.bitwise_not(self)
 
     def add(self, other, alpha=1):
         return _F.add(self, other if alpha == 1 else other * alpha)
@@ -527,8 +528,8 @@ class Tensor:
     def ceil(self):
         return _F.ceil(self)
 
-    def round(self):
-        return _F.round(self)
+    def round(self, decimals=0):
+        return _F.round(self, decimals=decimals)
 
     def clamp(self, min=None, max=None):
         return _F.clamp(self, min, max)
@@ -586,6 +587,42 @@ class Tensor:
     def log_softmax(self, dim):
         return _F.log_softmax(self, dim)
 
+    def trunc(self):
+        return _F.trunc(self)
+
+    def erf(self):
+        return _F.erf(self)
+
+    def erfc(self):
+        return _F.erfc(self)
+
+    def logical_xor(self, other):
+        return _F.logical_xor(self, other)
+
+    def bitwise_and(self, other):
+        return _F.bitwise_and(self, other)
+
+    def bitwise_or(self, other):
+        return _F.bitwise_or(self, other)
+
+    def bitwise_xor(self, other):
+        return _F.bitwise_xor(self, other)
+
+    def bitwise_not(self):
+        return _F.bitwise_not(self)
+
+    def nan_to_num(self, nan=0.0, posinf=None, neginf=None):
+        return _F.nan_to_num(self, nan, posinf, neginf)
+
+    def lerp(self, end, weight):
+        return _F.lerp(self, end, weight)
+
+    def addcmul(self, tensor1, tensor2, *, value=1):
+        return _F.addcmul(self, tensor1, tensor2, value=value)
+
+    def addcdiv(self, tensor1, tensor2, *, value=1):
+        return _F.addcdiv(self, tensor1, tensor2, value=value)
+
     # ---- reductions -------------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, dtype=None):
         return _F.sum(self, dim, keepdim, dtype=dtype)
@@ -637,6 +674,31 @@ class Tensor:
 
     def any(self, dim=None, keepdim=False):
         return _F.any(self, dim, keepdim)
+
+    def count_nonzero(self, dim=None):
+        return _F.count_nonzero(self, dim)
+
+    # ---- linear algebra (gmcore.functional.linalg) -------------------------------------------
+    def mm(self, mat2):
+        return _F.mm(self, mat2)
+
+    def bmm(self, mat2):
+        return _F.bmm(self, mat2)
+
+    def mv(self, vec):
+        return _F.mv(self, vec)
+
+    def dot(self, other):
+        return _F.dot(self, other)
+
+    def outer(self, vec2):
+        return _F.outer(self, vec2)
+
+    def inverse(self):
+        return _F.inverse(self)
+
+    def slogdet(self):
+        return _F.slogdet(self)
 
     # ---- shape ------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -728,6 +790,29 @@ class Tensor:
     def masked_fill(self, mask, value):
         return _F.masked_fill(self, mask, value)
 
+    def masked_select(self, mask):
+        return _F.masked_select(self, mask)
+
+    def scatter(self, dim, index, src=None, *, value=None):
+        return _F.scatter(self, dim, index, src, value=value)
+
+    def index_put(self, indices, values, accumulate=False):
+        return _F.index_put(self, tuple(indices), values, accumulate)
+
+    def nonzero(self, *, as_tuple=False):
+        return _F.nonzero(self, as_tuple=as_tuple)
+
+    def argwhere(self):
+        return _F.argwhere(self)
+
+    def unbind(self, dim=0):
+        return _F.unbind(self, dim)
+
+    def movedim(self, source, destination):
+        return _F.movedim(self, source, destination)
+
+    moveaxis = movedim
+
 
 class Size(tuple):
     """A tensor's shape: a tuple of ints (as ``torch.Size``)."""
@@ -817,4 +902,5 @@ def _default_float_np():
     return get_default_dtype().np
 
 
+autograd._Tensor = Tensor  # the engine's hot path checks isinstance without an import
 from . import functional as _F  # noqa: E402  (functional imports Tensor from this module)

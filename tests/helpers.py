@@ -25,7 +25,7 @@ def make_inputs(shapes, rng, low=-2.0, high=2.0, domain=None):
     return arrays
 
 
-def check_op(gm_fn, np_fn, shapes, *, device="cpu", seed=0, low=-2.0, high=2.0, domain=None,
+def check_op(gm_fn, np_fn, shapes=None, *, device="cpu", seed=0, low=-2.0, high=2.0, domain=None,
              grad=True, gradgrad=True, torch_fn=None, grad_inputs=None, atol=1e-5, rtol=1e-3,
              fwd_atol=None, check_float32=True, arrays=None):
     """Test one op end to end; see the module docstring. Returns the float64 output tensor."""

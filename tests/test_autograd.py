@@ -361,3 +361,39 @@ def test_deep_graph_does_not_hit_recursion_limit():
         y = y * 1.0001
     y.backward()
     assert x.grad.item() == pytest.approx(1.0001 ** 5000, rel=1e-3)
+
+
+def test_leaf_gradient_not_corrupted_by_shared_buffers():
+    """A gradient array stored in .grad may still be pending elsewhere in the graph."""
+    x = gm.tensor([1.0, 2.0], requires_grad=True)
+    ((x.clone() + x.clone()) + x.clone()).backward(gm.tensor([1.0, 1.0]))
+    assert x.grad.tolist() == [3.0, 3.0]
+
+
+def test_callers_gradient_is_never_written_into():
+    x = gm.tensor([1.0, 2.0], requires_grad=True)
+    g = gm.tensor([1.0, 1.0])
+    (x * 1).backward(g)
+    (x * 1).backward(g)
+    assert x.grad.tolist() == [2.0, 2.0] and g.tolist() == [1.0, 1.0]
+
+
+def test_user_set_grad_is_not_modified_in_place():
+    x = gm.tensor([1.0], requires_grad=True)
+    mine = gm.tensor([5.0])
+    x.grad = mine
+    (x * 2).sum().backward()
+    assert x.grad.tolist() == [7.0] and mine.tolist() == [5.0]
+
+
+def test_second_order_through_zero_dim_outputs():
+    x = gm.tensor(0.7, dtype=gm.float64, requires_grad=True)
+    y = gm.tensor(1.3, dtype=gm.float64, requires_grad=True)
+    assert gradgradcheck(lambda a, b: a ** b, (x, y))
+
+
+def test_second_order_survives_type_promotion():
+    x = gm.tensor([0.5], requires_grad=True)
+    (g,) = gm.autograd.grad((x * x.double()).sum(), x, create_graph=True)
+    (gg,) = gm.autograd.grad(g.sum(), x)
+    assert gg.tolist() == [2.0]

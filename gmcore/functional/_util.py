@@ -36,7 +36,7 @@ def _cast(x, dtype):
 
 def shape_of(x):
     """Shape of a raw operand; None for Python scalars (they need no gradient)."""
-    return x.shape if hasattr(x, "shape") and hasattr(x, "ndim") else None
+    return getattr(x, "shape", None)
 
 
 def reduce_grad(g, shape):

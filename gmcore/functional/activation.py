@@ -1,2 +1,235 @@
-"""(being written)"""
-__all__ = []
+"""Normalising and masking ops: ``softmax``, ``log_softmax``, ``dropout``, ``triu``/``tril``, and
+the clipping activations ``hardtanh``, ``relu6``, ``softsign``.
+
+(The elementwise activations ``sigmoid relu gelu silu softplus ...`` are in ``pointwise``.)
+"""
+import warnings
+
+import numpy as np
+
+from ..autograd import Function
+from ..backend import xp_of
+from ..tensor import Tensor
+from ._util import normalize_dim
+from .pointwise import _as_array, where
+
+__all__ = ["softmax", "log_softmax", "dropout", "triu", "tril", "hardtanh", "relu6", "softsign"]
+
+
+# ---- softmax / log_softmax ------------------------------------------------------------------
+
+def _shifted(x, dim):
+    """``x - max(x)`` along ``dim`` (the max-shift that keeps exp from overflowing)."""
+    xp = xp_of(x)
+    return x - xp.max(x, axis=dim, keepdims=True)
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.dim = None if x.ndim == 0 else normalize_dim(dim, x.ndim)
+        xp = xp_of(x)
+        if x.ndim == 0 or x.size == 0:
+            y = xp.ones_like(x)
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):  # all -inf rows give NaN, as torch
+                e = xp.exp(_shifted(x, ctx.dim))
+                y = e / e.sum(axis=ctx.dim, keepdims=True)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        gy = g * y
+        # dx = y * (g - sum(g * y)): the Jacobian diag(y) - y y^T applied to g
+        s = gy if ctx.dim is None else gy.sum(ctx.dim, keepdim=True)
+        return gy - y * s, None
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.dim = None if x.ndim == 0 else normalize_dim(dim, x.ndim)
+        xp = xp_of(x)
+        if x.ndim == 0 or x.size == 0:
+            y = xp.zeros_like(x)
+        else:
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                z = _shifted(x, ctx.dim)
+                y = z - xp.log(xp.exp(z).sum(axis=ctx.dim, keepdims=True))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        # dx = g - softmax(x) * sum(g), with softmax(x) = exp(y)
+        s = g if ctx.dim is None else g.sum(ctx.dim, keepdim=True)
+        return g - y.exp() * s, None
+
+
+def _softmax_input(input, dim, dtype, op):
+    if dtype is not None:
+        input = input.to(dtype)
+    if not input.is_floating_point():
+        raise TypeError(f"{op}(): expected a floating point input, got {input.dtype} "
+                        "(pass dtype=gmcore.float32 to convert)")
+    if dim is None:  # PyTorch's legacy implicit choice
+        dim = 0 if input.ndim in (0, 1, 3) else 1
+        warnings.warn(f"Implicit dimension choice for {op} has been deprecated. Change the call "
+                      "to include dim=X as an argument.", UserWarning, stacklevel=3)
+    return input, dim
+
+
+def softmax(input, dim=None, dtype=None):
+    """``exp(x) / sum(exp(x))`` along ``dim``, computed with the max subtracted (no overflow).
+
+    >>> import gmcore as gm
+    >>> gm.softmax(gm.tensor([[1.0, 1.0], [0.0, 1000.0]]), dim=1).tolist()
+    [[0.5, 0.5], [0.0, 1.0]]
+    """
+    input, dim = _softmax_input(input, dim, dtype, "softmax")
+    return Softmax.apply(input, dim)
+
+
+def log_softmax(input, dim=None, dtype=None):
+    """``x - logsumexp(x)`` along ``dim`` (stable: finite even for huge logits).
+
+    >>> import gmcore as gm
+    >>> gm.log_softmax(gm.tensor([0.0, 1000.0]), dim=0).tolist()
+    [-1000.0, 0.0]
+    """
+    input, dim = _softmax_input(input, dim, dtype, "log_softmax")
+    return LogSoftmax.apply(input, dim)
+
+
+# ---- dropout ----------------------------------------------------------------------------------
+
+def dropout(input, p=0.5, training=True, generator=None):
+    """Inverted dropout: zero each element with probability ``p``, scale the rest by 1/(1-p).
+
+    Returns ``input`` itself when ``training`` is False or ``p == 0``, and zeros when ``p == 1``.
+    ``generator`` (a ``gmcore.Generator`` on the input's device) makes the mask reproducible.
+
+    >>> import gmcore as gm
+    >>> x = gm.ones(1000)
+    >>> y = gm.dropout(x, 0.5, generator=gm.Generator().manual_seed(0))
+    >>> sorted(set(y.tolist()))
+    [0.0, 2.0]
+    >>> gm.dropout(x, 0.5, training=False) is x
+    True
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p <= 1:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p!r}")
+    if not isinstance(input, Tensor):
+        raise TypeError(f"dropout(): input must be a Tensor, not {type(input).__name__}")
+    if not input.is_floating_point():
+        raise TypeError(f"dropout(): expected a floating point input, got {input.dtype}")
+    if not training or p == 0 or input.numel() == 0:
+        return input
+    if p == 1:
+        return input * 0.0  # as PyTorch: zeros that stay in the graph (NaN * 0 stays NaN)
+    from ..random import _generator_for
+    dt = input.data.dtype
+    u = _generator_for(generator, input.device).uniform(input.data.shape, 0.0, 1.0, dt)
+    xp = input._xp()
+    # P(u >= p) = 1 - p for u uniform on [0, 1); the scale is a constant of the graph
+    scale = xp.where(u >= p, dt.type(1.0 / (1.0 - p)), dt.type(0)).astype(dt, copy=False)
+    return input * Tensor(scale)
+
+
+# ---- triangular masks -------------------------------------------------------------------------
+
+def _triangle(name, pick):
+    def forward(ctx, x, diagonal):
+        if x.ndim < 2:
+            raise RuntimeError(f"{name}: input tensor must have at least 2 dimensions, got shape "
+                               f"{tuple(x.shape)}")
+        ctx.k = diagonal
+        return getattr(xp_of(x), name)(x, diagonal)  # on the last two dims, batched
+
+    def backward(ctx, g):
+        return pick(g, ctx.k), None
+
+    return type(name.capitalize(), (Function,), {"forward": staticmethod(forward),
+                                                 "backward": staticmethod(backward),
+                                                 "__module__": __name__})
+
+
+def _check_diagonal(diagonal, op):
+    if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
+        raise TypeError(f"{op}(): diagonal must be an int, got {type(diagonal).__name__}")
+    return int(diagonal)
+
+
+def triu(input, diagonal=0):
+    """Upper triangle of the last two dims (elements below ``diagonal`` set to 0).
+
+    >>> import gmcore as gm
+    >>> gm.triu(gm.ones(3, 3)).tolist()
+    [[1.0, 1.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1.0]]
+    """
+    return Triu.apply(input, _check_diagonal(diagonal, "triu"))
+
+
+def tril(input, diagonal=0):
+    """Lower triangle of the last two dims (elements above ``diagonal`` set to 0).
+
+    >>> import gmcore as gm
+    >>> gm.tril(gm.ones(2, 3), diagonal=1).tolist()
+    [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    """
+    return Tril.apply(input, _check_diagonal(diagonal, "tril"))
+
+
+Triu = _triangle("triu", triu)
+Tril = _triangle("tril", tril)
+
+
+# ---- clipping activations ---------------------------------------------------------------------
+
+class Hardtanh(Function):
+    @staticmethod
+    def forward(ctx, x, min_val, max_val):
+        ctx.bounds = min_val, max_val
+        ctx.save_for_backward(x)
+        xp = xp_of(x)
+        return _as_array(xp, xp.clip(x, min_val, max_val)).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        # open interval, unlike clamp: PyTorch's hardtanh_backward passes g where lo < x < hi
+        return where((x > lo) & (x < hi), g, 0), None, None
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    """``clamp(x, min_val, max_val)`` with gradient only strictly inside the interval.
+
+    >>> import gmcore as gm
+    >>> gm.hardtanh(gm.tensor([-3.0, 0.5, 3.0])).tolist()
+    [-1.0, 0.5, 1.0]
+    """
+    if min_val > max_val:
+        raise ValueError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val "
+                         f"({max_val})")
+    if not input.is_floating_point():
+        raise TypeError(f"hardtanh(): expected a floating point input, got {input.dtype}")
+    return Hardtanh.apply(input, min_val, max_val)
+
+
+def relu6(input):
+    """``min(max(x, 0), 6)``.
+
+    >>> import gmcore as gm
+    >>> gm.relu6(gm.tensor([-1.0, 3.0, 9.0])).tolist()
+    [0.0, 3.0, 6.0]
+    """
+    return hardtanh(input, 0.0, 6.0)
+
+
+def softsign(input):
+    """``x / (1 + |x|)``."""
+    return input / (1 + input.abs())

@@ -14,7 +14,10 @@ class Add(Function):
     def forward(ctx, a, b):
         a, b = promote(a, b)
         ctx.shapes = shape_of(a), shape_of(b)
-        return a + b
+        try:
+            return a + b
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error("add", a, b, e)
 
     @staticmethod
     def backward(ctx, g):
@@ -26,8 +29,14 @@ class Sub(Function):
     @staticmethod
     def forward(ctx, a, b):
         a, b = promote(a, b)
+        if getattr(a, "dtype", None) == bool and getattr(b, "dtype", a.dtype) == bool:
+            raise RuntimeError("subtraction of two bool tensors is not supported; to invert a "
+                               "mask use ~mask or logical_not()")
         ctx.shapes = shape_of(a), shape_of(b)
-        return a - b
+        try:
+            return a - b
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error("sub", a, b, e)
 
     @staticmethod
     def backward(ctx, g):
@@ -35,13 +44,19 @@ class Sub(Function):
         return reduce_grad(g, sa), (reduce_grad(-g, sb) if ctx.needs_input_grad[1] else None)
 
 
+# Mul, Div and Pow save the operands as given, not their promoted casts: a cast copy would be
+# a constant to the graph and the second derivative through it would be lost.
+
 class Mul(Function):
     @staticmethod
-    def forward(ctx, a, b):
-        a, b = promote(a, b)
+    def forward(ctx, a0, b0):
+        a, b = promote(a0, b0)
         ctx.shapes = shape_of(a), shape_of(b)
-        ctx.save_for_backward(a, b)
-        return a * b
+        ctx.save_for_backward(a0, b0)
+        try:
+            return a * b
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error("mul", a, b, e)
 
     @staticmethod
     def backward(ctx, g):
@@ -54,11 +69,14 @@ class Mul(Function):
 
 class Div(Function):
     @staticmethod
-    def forward(ctx, a, b):
-        a, b = promote_float(a, b)
+    def forward(ctx, a0, b0):
+        a, b = promote_float(a0, b0)
         ctx.shapes = shape_of(a), shape_of(b)
-        ctx.save_for_backward(a, b)
-        return a / b
+        ctx.save_for_backward(a0, b0)
+        try:
+            return a / b
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error("div", a, b, e)
 
     @staticmethod
     def backward(ctx, g):
@@ -81,14 +99,17 @@ class Neg(Function):
 
 class Pow(Function):
     @staticmethod
-    def forward(ctx, a, b):
-        a, b = promote(a, b)
+    def forward(ctx, a0, b0):
+        a, b = promote(a0, b0)
         ctx.shapes = shape_of(a), shape_of(b)
         dt = a.dtype if hasattr(a, "dtype") else b.dtype
         if dt.kind in "iu" and hasattr(b, "dtype") and (b < 0).any():
             raise ValueError("integers to negative integer powers are not allowed")
-        out = a ** b
-        ctx.save_for_backward(a, b, out)
+        try:
+            out = a ** b
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error("pow", a, b, e)
+        ctx.save_for_backward(a0, b0, out)
         return out
 
     @staticmethod
@@ -100,7 +121,9 @@ class Pow(Function):
             if sb is None:  # scalar exponent: the common x ** 2
                 ga = g * b * a ** (b - 1) if b != 0 else g * 0
             else:
-                ga = reduce_grad(g * b * a ** (b - 1), sa)
+                # b == 0 contributes nothing (PyTorch), also where a == 0 would give 0 * inf
+                from .pointwise import where
+                ga = reduce_grad(where(b == 0, g * 0, g * b * a ** (b - 1)), sa)
         if ctx.needs_input_grad[1]:
             # d/db a^b = a^b log a; 0 where a == 0 (the limit for b > 0), as PyTorch
             from .pointwise import where, log
@@ -114,8 +137,12 @@ class FloorDivide(Function):
     @staticmethod
     def forward(ctx, a, b):
         a, b = promote(a, b)
+        _check_integer_divisor(a, b, "floor_divide")
         xp = _xp(a, b)
-        return xp.floor_divide(a, b)
+        try:
+            return xp.floor_divide(a, b)
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error("floor_divide", a, b, e)
 
     @staticmethod
     def backward(ctx, g):
@@ -126,9 +153,13 @@ class Remainder(Function):
     @staticmethod
     def forward(ctx, a, b):
         a, b = promote(a, b)
+        _check_integer_divisor(a, b, "remainder")
         ctx.shapes = shape_of(a), shape_of(b)
         ctx.save_for_backward(a, b)
-        return _xp(a, b).remainder(a, b)
+        try:
+            return _xp(a, b).remainder(a, b)
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error("remainder", a, b, e)
 
     @staticmethod
     def backward(ctx, g):
@@ -137,6 +168,29 @@ class Remainder(Function):
         ga = reduce_grad(g, sa) if ctx.needs_input_grad[0] else None
         gb = reduce_grad(-g * (a / b).floor(), sb) if ctx.needs_input_grad[1] else None
         return ga, gb
+
+
+def _raise_shape_error(op, a, b, error):
+    """Raise PyTorch's message naming the dimension at fault when a and b do not broadcast;
+    any other ValueError is raised unchanged. Runs only on the failure path (no cost)."""
+    sa, sb = shape_of(a), shape_of(b)
+    if sa is not None and sb is not None:
+        for i in range(1, min(len(sa), len(sb)) + 1):
+            da, db = sa[-i], sb[-i]
+            if da != db and da != 1 and db != 1:
+                raise RuntimeError(
+                    f"{op}: the size of tensor a ({da}) must match the size of tensor b ({db}) "
+                    f"at non-singleton dimension {max(len(sa), len(sb)) - i} (shapes "
+                    f"{tuple(sa)} and {tuple(sb)} do not broadcast)") from None
+    raise error
+
+
+def _check_integer_divisor(a, b, op):
+    """Integer division by zero raises (NumPy would quietly return 0), as PyTorch does."""
+    dt = getattr(a, "dtype", None) or getattr(b, "dtype", None)
+    if dt is not None and dt.kind in "iub" and bool((b == 0).any() if hasattr(b, "any")
+                                                    else b == 0):
+        raise ZeroDivisionError(f"{op}: integer division by zero")
 
 
 def _xp(a, b):
@@ -155,8 +209,8 @@ class MatMul(Function):
         if ka != kb:
             raise RuntimeError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} cannot be "
                                f"multiplied ({ka} != {kb})")
+        ctx.save_for_backward(a, b)  # as given: see the note above Mul
         a, b = promote(a, b)
-        ctx.save_for_backward(a, b)
         return a @ b
 
     @staticmethod

@@ -147,9 +147,8 @@ def logsumexp(input, dim=None, keepdim=False):
     An all ``-inf`` slice gives ``-inf``, a slice holding ``+inf`` gives ``+inf``, NaN propagates.
 
     >>> import gmcore as gm
-    >>> from gmcore.functional.logsumexp import logsumexp
-    >>> x = gm.tensor([[0.0, 0.0], [1000.0, 1000.0]], requires_grad=True)
-    >>> y = logsumexp(x, 1)
+    >>> x = gm.tensor([[0.0, 0.0], [1000.0, 1000.0]], dtype=gm.float64, requires_grad=True)
+    >>> y = gm.logsumexp(x, 1)
     >>> [round(v, 4) for v in y.tolist()]
     [0.6931, 1000.6931]
     """

@@ -1,13 +1,23 @@
 """Shape ops. Views (reshape when possible, view, permute, transpose, expand, squeeze,
-unsqueeze) share memory and the version counter with their input, as in PyTorch."""
+unsqueeze, split, chunk, unbind) share memory and the version counter with their input, as in
+PyTorch; the others (cat, stack, repeat, flip, roll, pad) copy.
+
+Each backward is written with tensor ops, so gradients of gradients work: cat <-> split,
+stack <-> unbind, repeat -> reshape + sum, flip/roll -> flip/roll, constant pad -> the opposite
+pad, reflect/replicate/circular pad -> a scatter-add whose own backward is the pad again.
+"""
 import numpy as np
 
+from .. import backend
+from .._dtype import result_type
 from ..autograd import Function
 from ..backend import xp_of
 from ._util import normalize_dim, normalize_dims
 
 __all__ = ["reshape", "view", "permute", "transpose", "swapaxes", "expand", "broadcast_to",
-           "squeeze", "unsqueeze"]
+           "squeeze", "unsqueeze", "flatten", "unflatten", "movedim", "moveaxis", "repeat",
+           "tile", "flip", "roll", "cat", "concat", "concatenate", "stack", "split", "chunk",
+           "unbind", "pad"]
 
 
 def _check_shape(shape, size, op):
@@ -196,3 +206,514 @@ def squeeze(input, dim=None):
 def unsqueeze(input, dim):
     """Insert a size-1 dimension at ``dim``."""
     return Unsqueeze.apply(input, int(dim))
+
+
+# ---- flatten / unflatten / movedim (composites of reshape and permute) ----------------------
+
+def flatten(input, start_dim=0, end_dim=-1):
+    """Merge dimensions ``start_dim..end_dim`` into one (a 0-d tensor becomes shape (1,)).
+
+    >>> import gmcore as gm
+    >>> gm.zeros(2, 3, 4).flatten(1).shape
+    gmcore.Size([2, 12])
+    """
+    shape = tuple(input.shape)
+    if not shape:
+        return reshape(input, (1,))
+    s = normalize_dim(int(start_dim), len(shape), "start_dim")
+    e = normalize_dim(int(end_dim), len(shape), "end_dim")
+    if s > e:
+        raise RuntimeError(f"flatten: start_dim ({start_dim}) cannot come after end_dim "
+                           f"({end_dim}) for a tensor of shape {shape}")
+    n = 1
+    for k in shape[s:e + 1]:
+        n *= k
+    return reshape(input, shape[:s] + (n,) + shape[e + 1:])
+
+
+def unflatten(input, dim, sizes):
+    """Split dimension ``dim`` into ``sizes`` (one entry may be -1).
+
+    >>> import gmcore as gm
+    >>> gm.zeros(2, 12).unflatten(1, (3, -1)).shape
+    gmcore.Size([2, 3, 4])
+    """
+    shape = tuple(input.shape)
+    d = normalize_dim(int(dim), len(shape))
+    sizes = tuple(int(k) for k in sizes)
+    if not sizes:
+        raise RuntimeError("unflatten: sizes must be non-empty")
+    try:
+        sizes = _check_shape(sizes, shape[d], "unflatten")
+    except RuntimeError:
+        raise RuntimeError(f"unflatten: sizes {sizes} don't multiply up to the size of "
+                           f"dimension {d} ({shape[d]}) of a tensor of shape {shape}") from None
+    return reshape(input, shape[:d] + sizes + shape[d + 1:])
+
+
+def movedim(input, source, destination):
+    """Move dimension(s) ``source`` to position(s) ``destination`` (a permute view).
+
+    >>> import gmcore as gm
+    >>> gm.zeros(2, 3, 4).movedim(0, -1).shape
+    gmcore.Size([3, 4, 2])
+    """
+    nd = input.ndim
+    src = (source,) if isinstance(source, (int, np.integer)) else tuple(source)
+    dst = (destination,) if isinstance(destination, (int, np.integer)) else tuple(destination)
+    if len(src) != len(dst):
+        raise RuntimeError(f"movedim: source {src} and destination {dst} must have the same "
+                           "number of dimensions")
+    src = tuple(normalize_dim(int(k), nd, "source") for k in src)
+    dst = tuple(normalize_dim(int(k), nd, "destination") for k in dst)
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise RuntimeError(f"movedim: repeated dim in source {src} or destination {dst}")
+    order = [None] * nd
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(k for k in range(nd) if k not in src)
+    order = [next(rest) if o is None else o for o in order]
+    return permute(input, order) if nd else input
+
+
+moveaxis = movedim
+
+
+# ---- repeat / tile ------------------------------------------------------------------------
+
+class Repeat(Function):
+    @staticmethod
+    def forward(ctx, a, reps):
+        lead = len(reps) - a.ndim
+        shape = (1,) * lead + tuple(a.shape)
+        ctx.in_shape, ctx.shape, ctx.reps = a.shape, shape, reps
+        return xp_of(a).tile(a.reshape(shape), reps)
+
+    @staticmethod
+    def backward(ctx, g):
+        # view the output as (r0, s0, r1, s1, ...) and sum over the repeat axes
+        inter = tuple(v for r, s in zip(ctx.reps, ctx.shape) for v in (r, s))
+        summed = g.reshape(inter).sum(tuple(range(0, len(inter), 2)))
+        return summed.reshape(ctx.in_shape), None
+
+
+def repeat(input, sizes):
+    """Tile ``input`` ``sizes[i]`` times along each dim (``torch.Tensor.repeat``); ``sizes`` may
+    add leading dims but not have fewer entries than ``input.ndim``.
+
+    >>> import gmcore as gm
+    >>> gm.tensor([1, 2]).repeat(2, 2).tolist()
+    [[1, 2, 1, 2], [1, 2, 1, 2]]
+    """
+    reps = tuple(int(r) for r in sizes)
+    if len(reps) < input.ndim:
+        raise RuntimeError(f"repeat: the number of repeat sizes ({len(reps)}) can not be smaller "
+                           f"than the number of dimensions of the tensor ({input.ndim})")
+    if any(r < 0 for r in reps):
+        raise RuntimeError(f"repeat: repeat sizes must be non-negative, got {reps}")
+    return Repeat.apply(input, reps)
+
+
+def tile(input, dims):
+    """``torch.tile``: as ``repeat``, but fewer ``dims`` than dimensions are padded with ones."""
+    dims = tuple(int(r) for r in dims)
+    return repeat(input, (1,) * (input.ndim - len(dims)) + dims)
+
+
+# ---- flip / roll ------------------------------------------------------------------------------
+
+class Flip(Function):
+    @staticmethod
+    def forward(ctx, a, dims):
+        ctx.dims = dims
+        return xp_of(a).flip(a, axis=dims).copy() if dims else a.copy()
+
+    @staticmethod
+    def backward(ctx, g):
+        return flip(g, ctx.dims), None
+
+
+def flip(input, dims):
+    """Reverse the order of elements along ``dims`` (a copy, as PyTorch).
+
+    >>> import gmcore as gm
+    >>> gm.tensor([[1, 2], [3, 4]]).flip(1).tolist()
+    [[2, 1], [4, 3]]
+    """
+    return Flip.apply(input, normalize_dims(dims, input.ndim) if input.ndim else ())
+
+
+class Roll(Function):
+    @staticmethod
+    def forward(ctx, a, shifts, dims):
+        ctx.shifts, ctx.dims = shifts, dims
+        xp = xp_of(a)
+        if dims is None:
+            return xp.roll(a.reshape(-1), shifts[0]).reshape(a.shape)
+        return xp.roll(a, shifts, axis=dims)
+
+    @staticmethod
+    def backward(ctx, g):
+        back = tuple(-s for s in ctx.shifts)
+        return roll(g, back if ctx.dims is not None else back[0], ctx.dims), None, None
+
+
+def roll(input, shifts, dims=None):
+    """Shift elements circularly along ``dims`` (over the flattened tensor when ``dims`` is None).
+
+    >>> import gmcore as gm
+    >>> gm.tensor([1, 2, 3, 4]).roll(1).tolist()
+    [4, 1, 2, 3]
+    """
+    shifts = (int(shifts),) if isinstance(shifts, (int, np.integer)) else \
+        tuple(int(s) for s in shifts)
+    if dims is None:
+        if len(shifts) != 1:
+            raise RuntimeError(f"roll: without dims, shifts must be a single int (got {shifts})")
+        return Roll.apply(input, shifts, None)
+    dims = (int(dims),) if isinstance(dims, (int, np.integer)) else tuple(int(d) for d in dims)
+    if len(shifts) != len(dims):
+        raise RuntimeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
+    dims = tuple(normalize_dim(d, input.ndim) for d in dims)
+    return Roll.apply(input, shifts, dims)
+
+
+# ---- cat / split / chunk ----------------------------------------------------------------------
+
+def _tensor_list(tensors, op):
+    from ..tensor import Tensor
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: expected a list or tuple of tensors, got {type(tensors).__name__}")
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError(f"{op}: expected a non-empty list of tensors")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: element {i} is a {type(t).__name__}, expected a tensor")
+    devices = [t.device for t in tensors]
+    for d in devices[1:]:
+        if d != devices[0]:
+            raise RuntimeError(f"{op}: expected all tensors on the same device, but found "
+                               f"{devices[0]} and {d}")
+    return tensors
+
+
+def _common_dtype(arrays):
+    """PyTorch's promotion over all operands (cat/stack promote instead of failing)."""
+    first = arrays[0].dtype
+    if all(a.dtype == first for a in arrays):
+        return first
+    dt = result_type(*arrays).np
+    return dt
+
+
+class Cat(Function):
+    @staticmethod
+    def forward(ctx, dim, *arrays):
+        # PyTorch's legacy rule: 1-d empty tensors are skipped whatever the others' shapes
+        used = [a for a in arrays if not (a.ndim == 1 and a.shape[0] == 0)]
+        ref = used[0] if used else arrays[0]
+        d = normalize_dim(dim, ref.ndim)
+        for i, a in enumerate(arrays):
+            if a is not ref and not (a.ndim == 1 and a.shape[0] == 0):
+                if a.ndim != ref.ndim or any(x != y for k, (x, y) in
+                                             enumerate(zip(a.shape, ref.shape)) if k != d):
+                    raise RuntimeError(
+                        f"cat: sizes of tensors must match except in dimension {d}; tensor {i} "
+                        f"has shape {tuple(a.shape)}, tensor 0 has shape {tuple(ref.shape)}")
+        dt = _common_dtype(arrays)
+        ctx.dim = d
+        ctx.sizes = [None if (a.ndim == 1 and a.shape[0] == 0 and a is not ref) else a.shape[d]
+                     for a in arrays]
+        if not used:
+            return arrays[0].astype(dt, copy=True)
+        return xp_of(ref).concatenate([a.astype(dt, copy=False) for a in used], axis=d)
+
+    @staticmethod
+    def backward(ctx, g):
+        sizes = [s for s in ctx.sizes if s is not None]
+        parts = iter(split(g, sizes, ctx.dim))
+        out = [None]
+        for s, needed in zip(ctx.sizes, ctx.needs_input_grad[1:]):
+            if s is None:
+                out.append(None)
+                continue
+            part = next(parts)
+            out.append(part if needed else None)
+        return tuple(out)
+
+
+def cat(tensors, dim=0):
+    """Join tensors along an existing dimension; dtypes promote as in PyTorch.
+
+    >>> import gmcore as gm
+    >>> gm.cat([gm.zeros(2, 3), gm.ones(1, 3)]).shape
+    gmcore.Size([3, 3])
+    """
+    tensors = _tensor_list(tensors, "cat")
+    for i, t in enumerate(tensors):
+        if t.ndim == 0:
+            raise RuntimeError(f"cat: zero-dimensional tensor (at position {i}) cannot be "
+                               "concatenated")
+    return Cat.apply(int(dim), *tensors)
+
+
+concat = concatenate = cat
+
+
+class Split(Function):
+    _is_view = True
+
+    @staticmethod
+    def forward(ctx, a, sections, dim):
+        ctx.dim = dim
+        ctx.dtype = a.dtype
+        outs, start = [], 0
+        lead = (slice(None),) * dim
+        for s in sections:
+            outs.append(a[lead + (slice(start, start + s),)])
+            start += s
+        return tuple(outs)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return cat(list(grads), ctx.dim), None, None
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    """Split into views of ``split_size`` along ``dim`` (the last may be smaller), or into
+    pieces of the listed sizes (they must sum to the size of ``dim``).
+
+    >>> import gmcore as gm
+    >>> [p.shape[0] for p in gm.zeros(5, 2).split(2)]
+    [2, 2, 1]
+    >>> [p.shape[1] for p in gm.zeros(5, 3).split([1, 2], dim=1)]
+    [1, 2]
+    """
+    if tensor.ndim == 0:
+        raise RuntimeError("split: expected a tensor with at least one dimension")
+    d = normalize_dim(int(dim), tensor.ndim)
+    n = tensor.shape[d]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        size = int(split_size_or_sections)
+        if size < 0 or (size == 0 and n != 0):
+            raise RuntimeError(f"split: split_size must be positive, got {size} for dimension "
+                               f"{d} of size {n}")
+        if n == 0:
+            sections = [0]
+        else:
+            sections = [size] * (n // size) + ([n % size] if n % size else [])
+    else:
+        sections = [int(s) for s in split_size_or_sections]
+        if any(s < 0 for s in sections) or sum(sections) != n:
+            raise RuntimeError(f"split: split sizes {sections} must be non-negative and sum to "
+                               f"the size of dimension {d} ({n}) of a tensor of shape "
+                               f"{tuple(tensor.shape)}")
+    return Split.apply(tensor, tuple(sections), d)
+
+
+def chunk(input, chunks, dim=0):
+    """Split into at most ``chunks`` views of size ``ceil(n / chunks)`` (PyTorch's rule: may
+    return fewer chunks).
+
+    >>> import gmcore as gm
+    >>> [p.shape[0] for p in gm.zeros(5).chunk(3)]
+    [2, 2, 1]
+    """
+    chunks = int(chunks)
+    if chunks <= 0:
+        raise RuntimeError(f"chunk: number of chunks must be positive, got {chunks}")
+    if input.ndim == 0:
+        raise RuntimeError("chunk: expected a tensor with at least one dimension")
+    n = input.shape[normalize_dim(int(dim), input.ndim)]
+    return split(input, max(-(-n // chunks), 1) if n else 0, dim)
+
+
+# ---- stack / unbind ---------------------------------------------------------------------------
+
+class Stack(Function):
+    @staticmethod
+    def forward(ctx, dim, *arrays):
+        ref = arrays[0]
+        for i, a in enumerate(arrays):
+            if a.shape != ref.shape:
+                raise RuntimeError(f"stack: expects each tensor to be equal size, but got "
+                                   f"{tuple(ref.shape)} at entry 0 and {tuple(a.shape)} at "
+                                   f"entry {i}")
+        d = normalize_dim(dim, ref.ndim + 1)
+        ctx.dim = d
+        dt = _common_dtype(arrays)
+        return xp_of(ref).stack([a.astype(dt, copy=False) for a in arrays], axis=d)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (None,) + tuple(unbind(g, ctx.dim))
+
+
+def stack(tensors, dim=0):
+    """Join equally shaped tensors along a new dimension ``dim``.
+
+    >>> import gmcore as gm
+    >>> gm.stack([gm.zeros(2, 3), gm.ones(2, 3)], dim=1).shape
+    gmcore.Size([2, 2, 3])
+    """
+    tensors = _tensor_list(tensors, "stack")
+    return Stack.apply(int(dim), *tensors)
+
+
+class Unbind(Function):
+    _is_view = True
+
+    @staticmethod
+    def forward(ctx, a, dim):
+        ctx.dim = dim
+        lead = (slice(None),) * dim
+        return tuple(a[lead + (i, Ellipsis)] for i in range(a.shape[dim]))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return stack(list(grads), ctx.dim), None
+
+
+def unbind(input, dim=0):
+    """The slices along ``dim``, as a tuple of views.
+
+    >>> import gmcore as gm
+    >>> [t.tolist() for t in gm.tensor([[1, 2], [3, 4]]).unbind(1)]
+    [[1, 3], [2, 4]]
+    """
+    if input.ndim == 0:
+        raise RuntimeError("unbind: expected a tensor with at least one dimension")
+    d = normalize_dim(int(dim), input.ndim)
+    if input.shape[d] == 0:
+        return ()
+    return Unbind.apply(input, d)
+
+
+# ---- pad ----------------------------------------------------------------------------------------
+
+class PadConstant(Function):
+    @staticmethod
+    def forward(ctx, a, pads, value):
+        # pads: ((dim, left, right), ...); negative amounts crop first, positive ones fill
+        xp = xp_of(a)
+        ctx.pads = pads
+        crop = [slice(None)] * a.ndim
+        widths = [(0, 0)] * a.ndim
+        for d, lo, hi in pads:
+            n = a.shape[d]
+            if n + lo + hi < 0:
+                raise RuntimeError(f"pad: padding ({lo}, {hi}) would give dimension {d} of size "
+                                   f"{n} a negative size ({n + lo + hi})")
+            start, stop = max(-lo, 0), n - max(-hi, 0)
+            crop[d] = slice(start, max(stop, start))
+            widths[d] = (max(lo, 0), max(hi, 0))
+        cropped = a[tuple(crop)]
+        return xp.pad(cropped, widths, mode="constant", constant_values=value)
+
+    @staticmethod
+    def backward(ctx, g):
+        # the adjoint of padding by p (filling or cropping) is padding by -p with zeros
+        return PadConstant.apply(g, tuple((d, -lo, -hi) for d, lo, hi in ctx.pads), 0), None, None
+
+
+def _pad_index(xp, n, lo, hi, mode):
+    """For output positions -lo .. n+hi-1 along one dim, the input position each one copies."""
+    j = xp.arange(-lo, n + hi, dtype=np.int64)
+    if mode == "reflect":
+        # bounce off both edges without repeating them (valid for lo, hi < n)
+        j = xp.abs(j)
+        return xp.where(j > n - 1, 2 * (n - 1) - j, j)
+    if mode == "replicate":
+        return xp.clip(j, 0, n - 1)
+    return j % n  # circular
+
+
+class PadGather(Function):
+    """Non-constant padding: along each padded dim, out = input.take(index_d, dim)."""
+
+    @staticmethod
+    def forward(ctx, a, takes):
+        ctx.in_shape, ctx.takes = a.shape, takes
+        if not takes:
+            return a.copy()
+        xp = xp_of(a)
+        for d, idx in takes:
+            a = xp.take(a, idx, axis=d)
+        return a
+
+    @staticmethod
+    def backward(ctx, g):
+        return PadScatter.apply(g, ctx.in_shape, ctx.takes), None
+
+
+class PadScatter(Function):
+    """The adjoint of ``PadGather``: scatter-add each padded dim back to the input size."""
+
+    @staticmethod
+    def forward(ctx, g, in_shape, takes):
+        ctx.takes = takes
+        xp = xp_of(g)
+        for d, idx in reversed(takes):
+            shape = list(g.shape)
+            shape[d] = in_shape[d]
+            out = xp.zeros(shape, dtype=g.dtype)
+            backend.scatter_add(xp.moveaxis(out, d, 0), (idx,), xp.moveaxis(g, d, 0))
+            g = out
+        return g
+
+    @staticmethod
+    def backward(ctx, gg):
+        # adjoint of the adjoint: the forward pad
+        return PadGather.apply(gg, ctx.takes), None, None
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """Pad the last ``len(pad) // 2`` dims; ``pad`` lists (left, right) for the LAST dim first,
+    then (top, bottom) for the one before, ... as ``torch.nn.functional.pad``.
+
+    ``mode``: ``'constant'`` (fill with ``value``; negative amounts crop), ``'reflect'`` (mirror
+    without repeating the edge; each amount must be smaller than the dim), ``'replicate'``
+    (repeat the edge) or ``'circular'`` (wrap around; amounts at most the dim size).
+
+    >>> import gmcore as gm
+    >>> gm.pad(gm.tensor([[1, 2, 3]]), (2, 1), mode="reflect").tolist()
+    [[3, 2, 1, 2, 3, 2]]
+    """
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise RuntimeError(f"pad: padding length must be even (pairs of left, right), got {pad}")
+    k = len(pad) // 2
+    if k > input.ndim:
+        raise RuntimeError(f"pad: padding {pad} covers {k} dimensions but the input has only "
+                           f"{input.ndim} (shape {tuple(input.shape)})")
+    shape = tuple(input.shape)
+    pads = tuple((input.ndim - 1 - i, pad[2 * i], pad[2 * i + 1]) for i in range(k))
+    if mode == "constant":
+        return PadConstant.apply(input, pads, value)
+    if mode not in ("reflect", "replicate", "circular"):
+        raise ValueError(f"pad: unknown mode {mode!r}; expected 'constant', 'reflect', "
+                         "'replicate' or 'circular'")
+    xp = input._xp()
+    takes = []
+    for d, lo, hi in pads:
+        n = shape[d]
+        if lo < 0 or hi < 0:
+            raise RuntimeError(f"pad: negative padding ({lo}, {hi}) is only supported in "
+                               f"'constant' mode (got mode={mode!r})")
+        if lo == hi == 0:
+            continue
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise RuntimeError(f"pad: reflect padding ({lo}, {hi}) must be smaller than the "
+                               f"size of dimension {d} ({n}) of the input of shape {shape}")
+        if mode == "replicate" and n == 0:
+            raise RuntimeError(f"pad: replicate padding needs a non-empty dimension {d} "
+                               f"(input shape {shape})")
+        if mode == "circular" and (lo > n or hi > n):
+            raise RuntimeError(f"pad: circular padding ({lo}, {hi}) can be at most the size of "
+                               f"dimension {d} ({n}) of the input of shape {shape}")
+        with backend.device_context(input.device):
+            takes.append((d, _pad_index(xp, n, lo, hi, mode)))
+    if not takes:
+        return PadGather.apply(input, ())
+    return PadGather.apply(input, tuple(takes))

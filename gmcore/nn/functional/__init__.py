@@ -1,2 +1,13 @@
-"""Neural-network functional ops (``import gmcore.nn.functional as F``)."""
+"""Neural-network functional ops (``import gmcore.nn.functional as F``).
+
+Everything in ``gmcore.functional`` plus the layers' math: linear, convolutions, pooling,
+resampling, normalization and losses.
+"""
 from ...functional import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
+from .conv import *  # noqa: F401,F403
+from .pooling import *  # noqa: F401,F403
+from .vision import *  # noqa: F401,F403
+from .fold import *  # noqa: F401,F403
+from .normalization import *  # noqa: F401,F403
+from .loss import *  # noqa: F401,F403

@@ -1,0 +1,106 @@
+"""Reference convolution kernels on raw arrays (NumPy or CuPy through ``xp``).
+
+Three linear maps close the set of derivatives of a 2-D convolution ``y = C_w(x)``:
+
+* ``conv2d_raw``         ``y = C_w(x)``           im2col + one GEMM per group
+* ``conv_transpose_raw`` ``z = C_w^T(g)``         one GEMM per group + col2im (scatter-add of taps)
+* ``conv_weight_raw``    ``gw = d<C_w(x), gy>/dw`` im2col + one GEMM per group
+
+``geom`` is ``(stride, pads, dilation, groups)`` with ``stride = (sh, sw)``,
+``pads = (top, bottom, left, right)`` (asymmetric for ``padding='same'``), ``dilation = (dh, dw)``.
+The weight has the convolution layout ``(O, C/groups, kh, kw)``; PyTorch's transposed-conv
+weight ``(C_in, C_out/groups, kh, kw)`` is exactly that layout for the adjoint convolution.
+
+The column tensor is laid out ``(C, kh, kw, N, Ho, Wo)``, so the batch joins the GEMM's long
+side: one ``(O/g, K) @ (K, N*Ho*Wo)`` product per group, efficient for small images too.
+It is built with one strided slice copy per kernel tap (kh*kw copies), which works unchanged
+on NumPy and CuPy.
+"""
+from ...backend import xp_of
+
+
+def out_size(size, k, s, pad_total, d):
+    """PyTorch's convolution output size along one dimension."""
+    return (size + pad_total - d * (k - 1) - 1) // s + 1
+
+
+def _im2col(x, kh, kw, geom, out_hw):
+    """Columns ``(C, kh, kw, N, Ho, Wo)`` of the padded input; taps that fall outside are 0."""
+    xp = xp_of(x)
+    (sh, sw), (pt, pb, pl, pr), (dh, dw), _ = geom
+    n, c, h, w = x.shape
+    ho, wo = out_hw
+    # rows/cols of the padded input the taps reach; pad (or crop) the bottom/right to exactly that
+    need_h = (ho - 1) * sh + dh * (kh - 1) + 1
+    need_w = (wo - 1) * sw + dw * (kw - 1) + 1
+    pb, pr = need_h - pt - h, need_w - pl - w
+    if pt or pl or pb > 0 or pr > 0:
+        x = xp.pad(x, ((0, 0), (0, 0), (pt, max(pb, 0)), (pl, max(pr, 0))))
+    cols = xp.empty((c, kh, kw, n, ho, wo), dtype=x.dtype)
+    xt = x.transpose(1, 0, 2, 3)  # (C, N, Hp, Wp) view: the copy below does the transpose
+    for i in range(kh):
+        hi = i * dh
+        for j in range(kw):
+            wj = j * dw
+            cols[:, i, j] = xt[:, :, hi:hi + (ho - 1) * sh + 1:sh, wj:wj + (wo - 1) * sw + 1:sw]
+    return cols
+
+
+def conv2d_raw(x, w, geom, out_hw=None):
+    """``y[n, o] = sum_{c, i, j} w[o, c, i, j] * x_pad[n, g*C/g + c, y*s + i*d, x*s + j*d]``."""
+    xp = xp_of(x)
+    (sh, sw), (pt, pb, pl, pr), (dh, dw), groups = geom
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    if out_hw is None:
+        out_hw = (out_size(h, kh, sh, pt + pb, dh), out_size(wd, kw, sw, pl + pr, dw))
+    ho, wo = out_hw
+    og, k = o // groups, cg * kh * kw
+    if kh == kw == 1 and geom[1] == (0, 0, 0, 0) and (sh, sw) == (1, 1) \
+            and (ho, wo) == (h, wd):
+        cols = x.transpose(1, 0, 2, 3).reshape(groups, k, n * ho * wo)  # 1x1: no im2col needed
+    else:
+        cols = _im2col(x, kh, kw, geom, out_hw).reshape(groups, k, n * ho * wo)
+    y = xp.matmul(w.reshape(groups, og, k), cols)  # (g, O/g, N*L)
+    return xp.ascontiguousarray(y.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+
+
+def conv_transpose_raw(g, w, geom, out_hw):
+    """The adjoint of ``conv2d_raw`` w.r.t. its input: ``(N, O, Ho, Wo) -> (N, C, H, W)``.
+
+    ``out_hw = (H, W)`` is the size of the convolution's input, which the output size formula
+    alone does not fix (stride > 1 drops trailing rows; ``output_padding`` picks them).
+    """
+    xp = xp_of(g)
+    (sh, sw), (pt, pb, pl, pr), (dh, dw), groups = geom
+    n, o, ho, wo = g.shape
+    _, cg, kh, kw = w.shape
+    h, wd = out_hw
+    og, k, c = o // groups, cg * kh * kw, cg * groups
+    gt = g.transpose(1, 0, 2, 3).reshape(groups, og, n * ho * wo)
+    cols = xp.matmul(w.reshape(groups, og, k).transpose(0, 2, 1), gt)  # (g, K, N*L)
+    cols = cols.reshape(c, kh, kw, n, ho, wo)
+    # scatter-add every tap into a buffer covering the padded input, then crop the padding
+    hb = max((ho - 1) * sh + dh * (kh - 1) + 1, pt + h)
+    wb = max((wo - 1) * sw + dw * (kw - 1) + 1, pl + wd)
+    buf = xp.zeros((c, n, hb, wb), dtype=cols.dtype)
+    for i in range(kh):
+        hi = i * dh
+        for j in range(kw):
+            wj = j * dw
+            # one tap's slice has no repeated positions, so a plain += is a correct scatter-add
+            buf[:, :, hi:hi + (ho - 1) * sh + 1:sh, wj:wj + (wo - 1) * sw + 1:sw] += cols[:, i, j]
+    return xp.ascontiguousarray(buf[:, :, pt:pt + h, pl:pl + wd].transpose(1, 0, 2, 3))
+
+
+def conv_weight_raw(x, gy, geom, w_shape):
+    """``gw[o, c, i, j] = sum_{n, y, x} gy[n, o, y, x] * x_pad[n, c', y*s + i*d, x*s + j*d]``."""
+    xp = xp_of(x)
+    groups = geom[3]
+    o, cg, kh, kw = w_shape
+    n, _, ho, wo = gy.shape
+    og, k = o // groups, cg * kh * kw
+    cols = _im2col(x, kh, kw, geom, (ho, wo)).reshape(groups, k, n * ho * wo)
+    gt = gy.transpose(1, 0, 2, 3).reshape(groups, og, n * ho * wo)
+    gw = xp.matmul(gt, cols.transpose(0, 2, 1))  # (g, O/g, K)
+    return gw.reshape(w_shape)
