@@ -71,13 +71,16 @@ def _check_nonempty(a, dims, name):
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, dim, keepdim, dtype):
-        dims = _dims(dim, a.ndim)
         if dtype is not None:
             a = a.astype(as_dtype(dtype).np)
         elif a.dtype.kind in "biu":
             a = a.astype(np.int64)  # as PyTorch: integer sums accumulate in int64
+        if dim is None:  # the common full reduction: skip dim normalisation (hot path)
+            ctx.in_shape, ctx.dims = a.shape, tuple(range(a.ndim))
+            return a.sum(keepdims=keepdim)
+        dims = _dims(dim, a.ndim)
         ctx.in_shape, ctx.dims = a.shape, dims
-        return xp_of(a).sum(a, axis=dims, keepdims=keepdim)
+        return a.sum(axis=dims, keepdims=keepdim)
 
     @staticmethod
     def backward(ctx, g):
