@@ -36,19 +36,17 @@ def timeit(fn, repeats, inner=1, warmup=3):
     return float(np.median(t)), float(np.percentile(t, 20)), float(np.percentile(t, 80))
 
 
-def gm_cases():
-    g = gm.Generator().manual_seed(0)
-    a, b = gm.randn(8, 8, generator=g), gm.randn(8, 8, generator=g)
+def make_cases(lib, F):
+    """The benchmark cases for ``lib`` (gmcore or torch: the same API names serve both)."""
+    lib.manual_seed(0)
+    a, b = lib.randn(8, 8), lib.randn(8, 8)
     ag = a.clone().requires_grad_()
-    x = gm.randn(128, 512, generator=g)
-    y = gm.randint(0, 10, (128,), generator=g)
-    ws = [gm.randn(512, 512, generator=g).mul_(0.04).requires_grad_(),
-          gm.randn(512, 512, generator=g).mul_(0.04).requires_grad_(),
-          gm.randn(10, 512, generator=g).mul_(0.04).requires_grad_()]
-    bs = [gm.zeros(512, requires_grad=True), gm.zeros(512, requires_grad=True),
-          gm.zeros(10, requires_grad=True)]
-    img = gm.randn(32, 64, 32, 32, generator=g)
-    wc = gm.randn(64, 64, 3, 3, generator=g).mul_(0.05).requires_grad_()
+    x = lib.randn(128, 512)
+    y = lib.randint(0, 10, (128,))
+    ws = [(lib.randn(o, 512) * 0.04).requires_grad_() for o in (512, 512, 10)]
+    bs = [lib.zeros(o, requires_grad=True) for o in (512, 512, 10)]
+    img = lib.randn(32, 64, 32, 32)
+    wc = (lib.randn(64, 64, 3, 3) * 0.05).requires_grad_()
 
     def mlp_step():
         h = F.relu(F.linear(x, ws[0], bs[0]))
@@ -57,54 +55,13 @@ def gm_cases():
         for p in ws + bs:
             p.grad = None
         loss.backward()
-        with gm.no_grad():
+        with lib.no_grad():
             for p in ws + bs:
                 p.sub_(0.01 * p.grad)
 
     def conv_step():
         wc.grad = None
         F.conv2d(img, wc, padding=1).sum().backward()
-
-    return {
-        ("add 8x8", "overhead"): (lambda: a + b, 200),
-        ("matmul 8x8", "overhead"): (lambda: a @ b, 200),
-        ("sum 8x8", "overhead"): (lambda: a.sum(), 200),
-        ("add 8x8 (grad)", "overhead"): (lambda: ag + b, 200),
-        ("mlp step 128x512", "train"): (mlp_step, 1),
-        ("conv2d 32x64x32x32 3x3 fwd+bwd", "train"): (conv_step, 1),
-    }
-
-
-def torch_cases():
-    import torch
-    torch.manual_seed(0)
-    a, b = torch.randn(8, 8), torch.randn(8, 8)
-    ag = a.clone().requires_grad_()
-    x = torch.randn(128, 512)
-    y = torch.randint(0, 10, (128,))
-    ws = [(torch.randn(512, 512) * 0.04).requires_grad_(),
-          (torch.randn(512, 512) * 0.04).requires_grad_(),
-          (torch.randn(10, 512) * 0.04).requires_grad_()]
-    bs = [torch.zeros(512, requires_grad=True), torch.zeros(512, requires_grad=True),
-          torch.zeros(10, requires_grad=True)]
-    img = torch.randn(32, 64, 32, 32)
-    wc = (torch.randn(64, 64, 3, 3) * 0.05).requires_grad_()
-    TF = torch.nn.functional
-
-    def mlp_step():
-        h = TF.relu(TF.linear(x, ws[0], bs[0]))
-        h = TF.relu(TF.linear(h, ws[1], bs[1]))
-        loss = TF.cross_entropy(TF.linear(h, ws[2], bs[2]), y)
-        for p in ws + bs:
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for p in ws + bs:
-                p.sub_(0.01 * p.grad)
-
-    def conv_step():
-        wc.grad = None
-        TF.conv2d(img, wc, padding=1).sum().backward()
 
     return {
         ("add 8x8", "overhead"): (lambda: a + b, 200),
@@ -129,12 +86,13 @@ def main(argv=None):
 
     machine = f"{platform.machine()}-{os.cpu_count()}cpu"
     rows = []
-    impls = [("gmcore", gm_cases)]
+    impls = [("gmcore", lambda: make_cases(gm, F))]
     try:
         import torch
         if args.threads:
             torch.set_num_threads(args.threads)
-        impls.append((f"torch {torch.__version__}", torch_cases))
+        impls.append((f"torch {torch.__version__}",
+                      lambda: make_cases(torch, torch.nn.functional)))
     except ImportError:
         print("torch not installed: gmcore figures only (pip install .[bench] for the peer)")
     for impl, cases in impls:

@@ -90,7 +90,10 @@ class Generator:
         return self._rng.integers(low, high, size=shape).astype(dtype, copy=False)
 
     def permutation(self, n):
-        return self._rng.permutation(n)
+        if self.device.type == "cpu":
+            return self._rng.permutation(n)
+        # CuPy's Generator has no permutation: sorting uniform draws gives a uniform one
+        return backend.xp_for(self.device).argsort(self._rng.random(n))
 
 
 default_generator = Generator("cpu")

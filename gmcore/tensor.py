@@ -419,6 +419,19 @@ class Tensor:
         return _F.neg(self)
 
     # ---- in-place ---------------------------------------------------------------------------
+    # augmented assignment modifies in place, as in PyTorch (``w -= lr * w.grad`` under no_grad)
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
     def add_(self, other, alpha=1):
         return _inplace(self, lambda s: _F.add(s, other if alpha == 1 else other * alpha), "add_")
 

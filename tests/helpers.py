@@ -26,7 +26,7 @@ def make_inputs(shapes, rng, low=-2.0, high=2.0, domain=None):
 
 
 def check_op(gm_fn, np_fn, shapes=None, *, device="cpu", seed=0, low=-2.0, high=2.0, domain=None,
-             grad=True, gradgrad=True, torch_fn=None, grad_inputs=None, atol=1e-5, rtol=1e-3,
+             grad=True, gradgrad=True, torch_fn=None, grad_inputs=None, atol=1e-6, rtol=1e-5,
              fwd_atol=None, check_float32=True, arrays=None):
     """Test one op end to end; see the module docstring. Returns the float64 output tensor."""
     rng = np.random.default_rng(seed)

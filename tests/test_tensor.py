@@ -258,3 +258,18 @@ def test_random_distribution_moments():
     assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
     u = gm.rand(200_000, dtype=gm.float64).numpy()
     assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+
+
+def test_augmented_assignment_is_in_place():
+    w = gm.ones(2, requires_grad=True)
+    (w * 3).sum().backward()
+    same = w
+    with gm.no_grad():
+        w -= 0.5 * w.grad
+        w *= 2
+        w += 1
+        w /= 2
+    assert w is same and w.is_leaf and w.requires_grad
+    assert w.tolist() == [0.0, 0.0]  # ((1 - 0.5 * 3) * 2 + 1) / 2
+    with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
+        w += 1

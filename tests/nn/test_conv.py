@@ -224,6 +224,143 @@ def test_small_gradcheck_grid():
         assert gradcheck(f, (x, w)) and gradgradcheck(f, (x, w))
 
 
+# ---- the column cache (forward's im2col reused by the weight gradient) ------------------------
+
+_CACHE_CASES = [  # (x shape, w shape, conv kwargs): padding, crop, stride, dilation, groups, 1x1
+    ((2, 4, 7, 6), (6, 4, 3, 3), dict(padding=1)),
+    ((3, 4, 9, 8), (4, 2, 2, 3), dict(stride=(2, 3), padding=(2, 0), dilation=(2, 1), groups=2)),
+    ((2, 3, 6, 5), (5, 3, 2, 4), dict(padding="same", dilation=(3, 1))),
+    ((2, 3, 5, 7), (4, 3, 1, 1), {}),
+    ((1, 3, 5, 7), (4, 3, 1, 1), {}),  # N=1 1x1: the columns are a view of x
+]
+
+
+def _weight_grad(xa, wa, gya, kwargs, device, cache):
+    from gmcore.nn.functional import conv as conv_mod
+    old, conv_mod.CACHE_COLUMNS = conv_mod.CACHE_COLUMNS, cache
+    try:
+        x = gm.tensor(xa, device=device)
+        w = gm.tensor(wa, device=device, requires_grad=True)
+        y = F.conv2d(x, w, **kwargs)
+        cached = len(y.grad_fn._saved) == 3
+        gy = gm.tensor(gya(tuple(y.shape)), device=device)
+        (y * gy).sum().backward()
+        return w.grad.cpu().numpy(), cached
+    finally:
+        conv_mod.CACHE_COLUMNS = old
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", range(len(_CACHE_CASES)))
+def test_cached_columns_weight_grad_identical(device, case, dtype):
+    # the cached columns are copies of x: the weight gradient must be bit-identical to the
+    # recomputing path, and equal to the direct reference
+    xs, ws, kwargs = _CACHE_CASES[case]
+    rng = np.random.default_rng(case)
+    xa, wa = rng.standard_normal(xs).astype(dtype), rng.standard_normal(ws).astype(dtype)
+    gya = lambda shape: np.random.default_rng(99).standard_normal(shape).astype(dtype)
+    fast, used_cache = _weight_grad(xa, wa, gya, kwargs, device, True)
+    slow, used_cache_slow = _weight_grad(xa, wa, gya, kwargs, device, False)
+    assert used_cache and not used_cache_slow
+    assert fast.dtype == dtype and np.array_equal(fast, slow)
+    if dtype == np.float64:
+        x64 = gm.tensor(xa, requires_grad=False)
+        w64 = gm.tensor(wa, requires_grad=True)
+        F.conv2d(x64, w64, **kwargs).sum().backward()
+        expected = np.zeros_like(wa)  # d/dw of sum(conv) by the reference, one tap at a time
+        pads = _ref_pads(xs, ws, kwargs)
+        for idx in np.ndindex(wa.shape):
+            e = np.zeros_like(wa)
+            e[idx] = 1.0
+            expected[idx] = ref_conv2d(xa, e, None, *pads).sum()
+        assert_close(w64.grad, expected, rtol=1e-10, atol=1e-10)
+
+
+def _ref_pads(xs, ws, kwargs):
+    """``ref_conv2d``'s (stride, pads, dil, groups) for a conv2d kwargs dict."""
+    two = lambda v: v if isinstance(v, tuple) else (v, v)
+    stride, dil = two(kwargs.get("stride", 1)), two(kwargs.get("dilation", 1))
+    p = kwargs.get("padding", 0)
+    if p == "same":
+        pads = []
+        for d, k in zip(dil, ws[2:]):
+            pads += [d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2]
+    else:
+        ph, pw = two(p)
+        pads = [ph, ph, pw, pw]
+    return stride, tuple(pads), dil, kwargs.get("groups", 1)
+
+
+def test_cached_columns_freed_after_backward():
+    import gc
+    import weakref
+    x = gm.tensor(np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32))
+    w = gm.tensor(np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32),
+                  requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    node = y.grad_fn
+    cols = weakref.ref(node._saved[2][1].base)  # the column buffer (saved as a reshaped view)
+    y.sum().backward(retain_graph=True)
+    first = w.grad.numpy().copy()
+    assert cols() is not None  # retained: a second backward reuses it
+    w.grad = None
+    y.sum().backward()
+    assert np.array_equal(w.grad.numpy(), first)
+    gc.collect()
+    assert cols() is None and node._saved is None  # freed with the graph's saved values
+    with pytest.raises(RuntimeError, match="second time"):
+        y.sum().backward()
+    # no caching without a weight gradient, nor under no_grad
+    xg = x.detach().requires_grad_()
+    assert len(F.conv2d(xg, w.detach(), padding=1).grad_fn._saved) == 2
+    with gm.no_grad():
+        assert F.conv2d(x, w, padding=1).grad_fn is None
+
+
+def test_cached_columns_version_check():
+    # the cache is only valid for the x of the forward: an in-place edit must be caught
+    x = gm.tensor(np.ones((1, 2, 4, 4), np.float32))
+    w = gm.tensor(np.ones((3, 2, 3, 3), np.float32), requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match="in-place"):
+        y.sum().backward()
+
+
+def test_double_backward_with_cached_columns(device):
+    # a gradient penalty through conv2d (WGAN-GP): first-order grads with create_graph=True
+    # (the weight grad takes the cached columns), then a second backward through them; the
+    # result must match the recomputing path exactly and float64 gradgradcheck
+    from gmcore.nn.functional import conv as conv_mod
+    rng = np.random.default_rng(5)
+    xa = rng.standard_normal((2, 3, 6, 5))
+    wa = rng.standard_normal((4, 3, 3, 2))
+
+    def penalty(cache):
+        old, conv_mod.CACHE_COLUMNS = conv_mod.CACHE_COLUMNS, cache
+        try:
+            x = gm.tensor(xa, device=device, requires_grad=True)
+            w = gm.tensor(wa, device=device, requires_grad=True)
+            y = F.conv2d(x, w, stride=(1, 2), padding=1)
+            gx, gw = gm.autograd.grad((y * y).sum(), [x, w], create_graph=True)
+            ((gx * gx).sum() + (gw * gw).sum()).backward()
+            return x.grad.cpu().numpy(), w.grad.cpu().numpy()
+        finally:
+            conv_mod.CACHE_COLUMNS = old
+
+    (fx, fw), (sx, sw) = penalty(True), penalty(False)
+    assert np.array_equal(fx, sx) and np.array_equal(fw, sw)
+    assert np.abs(fw).sum() > 0 and np.abs(fx).sum() > 0
+
+    x = gm.tensor(xa[:1, :2, :4, :3], device=device, requires_grad=True)
+    w = gm.tensor(wa[:2, :2], device=device, requires_grad=True)
+
+    def gw_of(x, w):
+        y = F.conv2d(x, w, padding=1)
+        return gm.autograd.grad((y * y).sum(), [w], create_graph=True)[0]
+    assert gradgradcheck(gw_of, (x, w))
+
+
 # ---- unfold / fold ------------------------------------------------------------------------------
 
 def ref_unfold(x, k, d, p, s):
