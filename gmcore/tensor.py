@@ -433,16 +433,22 @@ class Tensor:
         return self.div_(other)
 
     def add_(self, other, alpha=1):
-        return _inplace(self, lambda s: _F.add(s, other if alpha == 1 else other * alpha), "add_")
+        other = other if alpha == 1 else other * alpha
+        done = _ufunc_inplace(self, "add", other)
+        return done if done is not None else _inplace(self, lambda s: _F.add(s, other), "add_")
 
     def sub_(self, other, alpha=1):
-        return _inplace(self, lambda s: _F.sub(s, other if alpha == 1 else other * alpha), "sub_")
+        other = other if alpha == 1 else other * alpha
+        done = _ufunc_inplace(self, "subtract", other)
+        return done if done is not None else _inplace(self, lambda s: _F.sub(s, other), "sub_")
 
     def mul_(self, other):
-        return _inplace(self, lambda s: _F.mul(s, other), "mul_")
+        done = _ufunc_inplace(self, "multiply", other)
+        return done if done is not None else _inplace(self, lambda s: _F.mul(s, other), "mul_")
 
     def div_(self, other):
-        return _inplace(self, lambda s: _F.div(s, other), "div_")
+        done = _ufunc_inplace(self, "true_divide", other)
+        return done if done is not None else _inplace(self, lambda s: _F.div(s, other), "div_")
 
     def pow_(self, exponent):
         return _inplace(self, lambda s: _F.pow(s, exponent), "pow_")
@@ -880,6 +886,38 @@ def _check_inplace(t, name):
         raise RuntimeError(f"{name}: a leaf tensor that requires grad is being used in an "
                            "in-place operation; wrap it in gmcore.no_grad() (parameter updates) "
                            "or use an out-of-place op")
+
+
+def _ufunc_inplace(t, ufunc_name, other):
+    """One-pass ``t op= other`` straight into ``t``'s memory when nothing is being recorded
+    (optimizer updates, running statistics); None when the graph path is needed."""
+    if autograd._grad_enabled and (t._requires_grad or (
+            isinstance(other, Tensor) and other._requires_grad)):
+        return None
+    data = t.data
+    if isinstance(other, Tensor):
+        if type(other.data) is not type(data) or (
+                type(data) is not np.ndarray and other.device != t.device):
+            raise RuntimeError(f"{ufunc_name}: expected all tensors on the same device, but "
+                               f"found {t.device} and {other.device}")
+        other = other.data
+    if not getattr(data.flags, "writeable", True):
+        raise RuntimeError(f"{ufunc_name}: can't write in place into a read-only tensor (an "
+                           "expanded/broadcast view); clone() it first")
+    xp = np if type(data) is np.ndarray else t._xp()
+    try:
+        getattr(xp, ufunc_name)(data, other, out=data, casting="same_kind")
+    except TypeError:  # NumPy's UFuncTypeError: the result can't be cast back into t's dtype
+        raise RuntimeError(f"{ufunc_name}: result type of {t.dtype} and "
+                           f"{getattr(other, 'dtype', type(other).__name__)} can't be cast to "
+                           f"the in-place output's dtype {t.dtype}") from None
+    except ValueError:  # the broadcast result is larger than t
+        raise RuntimeError(f"{ufunc_name}: the result of shape "
+                           f"{np.broadcast_shapes(data.shape, np.shape(other))} can't be "
+                           f"written in place into a tensor of shape {tuple(data.shape)}") \
+            from None
+    t._version.value += 1
+    return t
 
 
 def _inplace(t, compute, name):

@@ -273,3 +273,25 @@ def test_augmented_assignment_is_in_place():
     assert w.tolist() == [0.0, 0.0]  # ((1 - 0.5 * 3) * 2 + 1) / 2
     with pytest.raises(RuntimeError, match="leaf tensor that requires grad"):
         w += 1
+
+
+def test_inplace_fast_path_errors():
+    i = gm.zeros(3, dtype=gm.int64)
+    with pytest.raises(RuntimeError, match="can't be cast to the in-place output's dtype"):
+        i.div_(2)
+    x = gm.zeros(3)
+    with pytest.raises(RuntimeError, match=r"result of shape \(2, 3\) can't be written in place"):
+        x.add_(gm.ones(2, 3))
+    with pytest.raises(RuntimeError, match="read-only"):
+        gm.zeros(3).expand(2, 3).add_(1)
+    i.add_(2)
+    assert i.tolist() == [2, 2, 2]
+
+
+def test_inplace_without_recording_bumps_version_and_keeps_identity():
+    x = gm.ones(3)
+    v0 = x._version.value
+    data = x.data
+    x.mul_(2).add_(gm.ones(3), alpha=3)
+    assert x.data is data and x._version.value == v0 + 2
+    assert x.tolist() == [5.0, 5.0, 5.0]

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from .._dtype import result_type
+from .. import backend
 from ..autograd import Function
 from ..backend import xp_of
 from ..tensor import Tensor
@@ -553,7 +554,7 @@ class Where(Function):
         xp = xp_of(cond)
         ctx.shapes = shape_of(a), shape_of(b)
         ctx.save_for_backward(cond)
-        return _as_array(xp, xp.where(cond, a, b)).astype(rt, copy=False)
+        return _as_array(xp, backend.where(cond, a, b)).astype(rt, copy=False)
 
     @staticmethod
     def backward(ctx, g):
