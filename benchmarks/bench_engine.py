@@ -1,16 +1,19 @@
 """Engine benchmark: per-op overhead, an MLP training step and conv2d, gmcore vs torch (CPU).
 
-    python benchmarks/bench_engine.py [--repeats 30] [--threads N]
+    python benchmarks/bench_engine.py [--repeats 30] [--rounds 3] [--threads N]
 
 Prints a markdown table and writes benchmarks/results/engine_<machine>.json and .md. Each figure is
-the median (with p20/p80) of ``--repeats`` timed runs after warm-up. torch is used only as a peer
+the median (with p20/p80) of ``--repeats`` timed runs after warm-up, in a process of its own per
+implementation, then the median over ``--rounds`` alternating rounds. torch is used only as a peer
 when it is installed (the ``bench`` extra); it is never needed by gmcore itself.
 Targets (2-core CPU): per-op overhead <= 3x torch, MLP step <= 1.5x torch, conv2d <= 3x torch.
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -77,30 +80,65 @@ TARGETS = {"overhead": 3.0, "train": 1.5}
 TARGET_OVERRIDES = {"conv2d 32x64x32x32 3x3 fwd+bwd": 3.0}
 
 
+def run_impl(impl, repeats, threads):
+    """Time every case of one implementation (run in its own process: see main)."""
+    if impl == "gmcore":
+        label, cases = "gmcore", make_cases(gm, F)
+    else:
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+        label, cases = f"torch {torch.__version__}", make_cases(torch, torch.nn.functional)
+    machine = f"{platform.machine()}-{os.cpu_count()}cpu"
+    rows = []
+    for (name, kind), (fn, inner) in cases.items():
+        med, p20, p80 = timeit(fn, repeats, inner)
+        rows.append(dict(case=name, kind=kind, implementation=label, median_s=med, p20_s=p20,
+                         p80_s=p80, machine=machine))
+        print(f"{label:20s} {name:34s} {med * 1e6:12.1f} us", file=sys.stderr)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds of gmcore and torch processes (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's own choice)")
+    p.add_argument("--impl", choices=["gmcore", "torch"], default=None,
+                   help=argparse.SUPPRESS)  # internal: one implementation, rows as JSON
     args = p.parse_args(argv)
+    if args.impl:
+        print(json.dumps(run_impl(args.impl, args.repeats, args.threads)))
+        return 0
 
+    # Each implementation runs in its own process: torch's OpenMP pool and NumPy's BLAS
+    # threads fight for the cores when they share one, which slows both.
     machine = f"{platform.machine()}-{os.cpu_count()}cpu"
-    rows = []
-    impls = [("gmcore", lambda: make_cases(gm, F))]
-    try:
-        import torch
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        impls.append((f"torch {torch.__version__}",
-                      lambda: make_cases(torch, torch.nn.functional)))
-    except ImportError:
+    impls = ["gmcore"]
+    if importlib.util.find_spec("torch") is not None:
+        impls.append("torch")
+    else:
         print("torch not installed: gmcore figures only (pip install .[bench] for the peer)")
-    for impl, cases in impls:
-        for (name, kind), (fn, inner) in cases().items():
-            med, p20, p80 = timeit(fn, args.repeats, inner)
-            rows.append(dict(case=name, kind=kind, implementation=impl, median_s=med, p20_s=p20,
-                             p80_s=p80, machine=machine))
-            print(f"{impl:14s} {name:34s} {med * 1e6:12.1f} us", file=sys.stderr)
+    # Rounds alternate the implementations so that drifting machine load (these machines are
+    # shared) hits both alike; each figure is the median over rounds of per-round medians.
+    runs = {}
+    for _ in range(args.rounds):
+        for impl in impls:
+            cmd = [sys.executable, __file__, "--impl", impl, "--repeats", str(args.repeats)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+            for r in json.loads(out.strip().splitlines()[-1]):
+                runs.setdefault((r["case"], r["implementation"]), []).append(r)
+    rows = []
+    for group in runs.values():
+        row = dict(group[0])
+        for key in ("median_s", "p20_s", "p80_s"):
+            row[key] = float(np.median([r[key] for r in group]))
+        row["rounds"] = len(group)
+        rows.append(row)
 
     by = {(r["case"], r["implementation"].split()[0]): r["median_s"] for r in rows}
     lines = ["| case | gmcore | torch | ratio | target | met |", "|---|---|---|---|---|---|"]
