@@ -127,7 +127,7 @@ class FunctionCtx:
         """The saved values as tensors; inputs come back as the original (graph-connected) tensors."""
         from .tensor import Tensor
         out = []
-        for kind, value, version, expected in self._check_saved():
+        for kind, value, version, _ in self._check_saved():
             if kind == _INPUT:
                 out.append(value)
             elif kind == _OUTPUT:
@@ -632,7 +632,6 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     [6.0, 12.0]
     """
     outputs = _as_tuple(outputs)
-    single = not isinstance(inputs, (tuple, list))
     inputs = _as_tuple(inputs)
     roots = _root_grads(outputs, grad_outputs)
     if retain_graph is None:

@@ -7,8 +7,6 @@ It shows the whole engine path a model uses: factories and seeded randomness, te
 import math
 import time
 
-import numpy as np
-
 import gmcore as gm
 import gmcore.nn.functional as F
 

@@ -179,7 +179,7 @@ def implementations(family: str, device: str | None = None) -> list[str]:
     names: dict[str, None] = {}
     with _lock:
         for dev in devs:
-            for (fam, op, d), lst in _entries.items():
+            for (fam, _op, d), lst in _entries.items():
                 if fam == family and d == dev:
                     for e in _ordered(lst, family, dev):
                         names.setdefault(e.name)

@@ -7,14 +7,18 @@ import pytest
 import gmcore as gm
 import gmcore.functional as gF
 import gmcore.nn.functional as F
+from gmcore import _tensor_ops
 from gmcore import tensor as tensor_module
 
 
 def _functional_names_used_by_tensor():
-    tree = ast.parse(inspect.getsource(tensor_module))
-    return sorted({node.attr for node in ast.walk(tree)
-                   if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                   and node.value.id == "_F"})
+    names = set()
+    for module in (tensor_module, _tensor_ops):
+        tree = ast.parse(inspect.getsource(module))
+        names |= {node.attr for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "_F"}
+    return sorted(names)
 
 
 @pytest.mark.parametrize("name", _functional_names_used_by_tensor())

@@ -109,7 +109,7 @@ class _Einsum(Function):
         lhs, out = ctx.equation.split("->")
         terms = lhs.split(",")
         grads = [None]
-        for k, op in enumerate(ops):
+        for k in range(len(ops)):
             grads.append(_einsum_grad(g, out, terms, ops, k) if ctx.needs_input_grad[k + 1]
                          else None)
         return tuple(grads)

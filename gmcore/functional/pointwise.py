@@ -603,7 +603,7 @@ class NanToNum(Function):
     @staticmethod
     def backward(ctx, g):
         x, = ctx.saved_tensors
-        return where(isfinite(x), g, 0)
+        return where(x.isfinite(), g, 0)
 
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):

@@ -127,7 +127,7 @@ def conv_weight_raw(x, gy, geom, w_shape, cols=None):
     groups = geom[3]
     o, cg, kh, kw = w_shape
     n, _, ho, wo = gy.shape
-    og, k = o // groups, cg * kh * kw
+    og = o // groups
     if cols is None:
         cols = _columns(x, kh, kw, geom, (ho, wo))
     # (g, O/g, N*L); a broadcast gy (the gradient of a sum) becomes a real array here
