@@ -295,3 +295,13 @@ def test_inplace_without_recording_bumps_version_and_keeps_identity():
     x.mul_(2).add_(gm.ones(3), alpha=3)
     assert x.data is data and x._version.value == v0 + 2
     assert x.tolist() == [5.0, 5.0, 5.0]
+
+
+def test_dlpack_exchange_with_torch():
+    torch = pytest.importorskip("torch")
+    t = torch.arange(4, dtype=torch.float32)
+    g = gm.from_dlpack(t)
+    g.data[0] = 9.0
+    assert t[0].item() == 9.0 and g.dtype == gm.float32  # zero copy, torch -> gmcore
+    back = torch.from_dlpack(gm.ones(2, 2, dtype=gm.float64))
+    assert back.dtype == torch.float64 and back.sum().item() == 4.0

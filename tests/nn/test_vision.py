@@ -188,3 +188,18 @@ def test_scatter_path_matches_dense_path(monkeypatch):
     f(x).sum().backward()
     assert_close(x.grad, dense, rtol=1e-12, atol=1e-12)
     assert gradgradcheck(f, (x,))
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_dense_matrix_and_gather_paths_agree(monkeypatch, align_corners):
+    """Small axes use a dense interpolation matrix, huge ones gathers: same numbers, same grads."""
+    from gmcore.nn.functional import vision
+    x = gm.randn(2, 3, 5, 7, dtype=gm.float64, requires_grad=True)
+    kw = dict(size=(9, 4), mode="bilinear", align_corners=align_corners)
+    dense = F.interpolate(x, **kw)
+    (g_dense,) = gm.autograd.grad((dense * dense).sum(), x)
+    monkeypatch.setattr(vision, "_DENSE_LIMIT", 0)
+    gather = F.interpolate(x, **kw)
+    (g_gather,) = gm.autograd.grad((gather * gather).sum(), x)
+    assert_close(dense, gather, rtol=1e-12, atol=1e-12)
+    assert_close(g_dense, g_gather, rtol=1e-12, atol=1e-12)
