@@ -1,6 +1,6 @@
 """Engine benchmark: per-op overhead, an MLP training step and conv2d, gmcore vs torch (CPU).
 
-    python benchmarks/bench_engine.py [--repeats 30] [--rounds 3] [--threads N]
+    python benchmarks/bench_engine.py [--suite engine|ops] [--repeats 30] [--rounds 3] [--threads N]
 
 Prints a markdown table and writes benchmarks/results/engine_<machine>.json and .md. Each figure is
 the median (with p20/p80) of ``--repeats`` timed runs after warm-up, in a process of its own per
@@ -76,19 +76,58 @@ def make_cases(lib, F):
     }
 
 
+def make_op_cases(lib, F):
+    """``--suite ops``: forward+backward of single nn ops at model-like sizes (no targets:
+    a survey of where the reference path stands, to pick what to fuse next)."""
+    lib.manual_seed(0)
+    x4 = lib.randn(32, 64, 32, 32, requires_grad=True)
+    w_ct = (lib.randn(64, 32, 4, 4) * 0.05).requires_grad_()
+    logits = lib.randn(512, 1000, requires_grad=True)
+    target = lib.randint(0, 1000, (512,))
+    table = lib.randn(10000, 256, requires_grad=True)
+    idx = lib.randint(0, 10000, (64, 128))
+    gamma, beta = lib.ones(64, requires_grad=True), lib.zeros(64, requires_grad=True)
+    running_mean, running_var = lib.zeros(64), lib.ones(64)
+    seq = lib.randn(64, 256, 512, requires_grad=True)
+    cases = {
+        "conv_transpose2d s2 k4": lambda: F.conv_transpose2d(x4, w_ct, stride=2, padding=1),
+        "max_pool2d 2": lambda: F.max_pool2d(x4, 2),
+        "avg_pool2d 2": lambda: F.avg_pool2d(x4, 2),
+        "interpolate bilinear x2": lambda: F.interpolate(x4, scale_factor=2, mode="bilinear"),
+        "group_norm 8": lambda: F.group_norm(x4, 8, gamma, beta),
+        "batch_norm train": lambda: F.batch_norm(x4, running_mean, running_var, gamma, beta,
+                                                 training=True),
+        "layer_norm 512": lambda: F.layer_norm(seq, (512,)),
+        "softmax 512x1000": lambda: F.softmax(logits, 1),
+        "cross_entropy 512x1000": lambda: F.cross_entropy(logits, target),
+        "embedding 64x128 of 10k": lambda: F.embedding(idx, table),
+        "gelu": lambda: F.gelu(x4),
+        "silu": lambda: F.silu(x4),
+    }
+
+    def fwd_bwd(f):
+        def run():
+            for t in (x4, w_ct, logits, table, gamma, beta, seq):
+                t.grad = None
+            f().sum().backward()
+        return run
+    return {(name, "op"): (fwd_bwd(f), 1) for name, f in cases.items()}
+
+
+SUITES = {"engine": make_cases, "ops": make_op_cases}
 TARGETS = {"overhead": 3.0, "train": 1.5}
 TARGET_OVERRIDES = {"conv2d 32x64x32x32 3x3 fwd+bwd": 3.0}
 
 
-def run_impl(impl, repeats, threads):
+def run_impl(impl, repeats, threads, suite="engine"):
     """Time every case of one implementation (run in its own process: see main)."""
     if impl == "gmcore":
-        label, cases = "gmcore", make_cases(gm, F)
+        label, cases = "gmcore", SUITES[suite](gm, F)
     else:
         import torch
         if threads:
             torch.set_num_threads(threads)
-        label, cases = f"torch {torch.__version__}", make_cases(torch, torch.nn.functional)
+        label, cases = f"torch {torch.__version__}", SUITES[suite](torch, torch.nn.functional)
     machine = f"{platform.machine()}-{os.cpu_count()}cpu"
     rows = []
     for (name, kind), (fn, inner) in cases.items():
@@ -106,11 +145,13 @@ def main(argv=None):
                    help="alternating rounds of gmcore and torch processes (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's own choice)")
+    p.add_argument("--suite", choices=sorted(SUITES), default="engine",
+                   help="engine: the targeted cases (default); ops: a survey of single nn ops")
     p.add_argument("--impl", choices=["gmcore", "torch"], default=None,
                    help=argparse.SUPPRESS)  # internal: one implementation, rows as JSON
     args = p.parse_args(argv)
     if args.impl:
-        print(json.dumps(run_impl(args.impl, args.repeats, args.threads)))
+        print(json.dumps(run_impl(args.impl, args.repeats, args.threads, args.suite)))
         return 0
 
     # Each implementation runs in its own process: torch's OpenMP pool and NumPy's BLAS
@@ -126,7 +167,8 @@ def main(argv=None):
     runs = {}
     for _ in range(args.rounds):
         for impl in impls:
-            cmd = [sys.executable, __file__, "--impl", impl, "--repeats", str(args.repeats)]
+            cmd = [sys.executable, __file__, "--impl", impl, "--repeats", str(args.repeats),
+                   "--suite", args.suite]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
@@ -146,19 +188,22 @@ def main(argv=None):
         if r["implementation"] != "gmcore":
             continue
         t = by.get((r["case"], "torch"))
-        target = TARGET_OVERRIDES.get(r["case"], TARGETS[r["kind"]])
+        target = TARGET_OVERRIDES.get(r["case"], TARGETS.get(r["kind"]))
+        goal = f"<= {target}x" if target else "-"
         if t:
             ratio = r["median_s"] / t
+            met = "-" if not target else "yes" if ratio <= target else "no"
             lines.append(f"| {r['case']} | {_fmt(r['median_s'])} | {_fmt(t)} | {ratio:.2f}x | "
-                         f"<= {target}x | {'yes' if ratio <= target else 'no'} |")
+                         f"{goal} | {met} |")
         else:
-            lines.append(f"| {r['case']} | {_fmt(r['median_s'])} | - | - | <= {target}x | - |")
+            lines.append(f"| {r['case']} | {_fmt(r['median_s'])} | - | - | {goal} | - |")
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"engine_{machine}"
+    stem = RESULTS / f"{args.suite}_{machine}"
     _atomic_write(stem.with_suffix(".json"), json.dumps(rows, indent=1))
-    _atomic_write(stem.with_suffix(".md"), f"# bench_engine on {machine}\n\n{table}\n")
+    _atomic_write(stem.with_suffix(".md"),
+                  f"# bench_engine --suite {args.suite} on {machine}\n\n{table}\n")
     return 0
 
 

@@ -186,13 +186,12 @@ def where(cond, a, b):
     NumPy's where branches per element: with a mixed condition (a ReLU mask) it runs ~15x
     slower than this bitwise select, ``(a & m) | (b & ~m)`` on the float bits with ``m``
     all ones where ``cond`` holds. The select is exact (no ``0 * inf`` blending), so inf and
-    NaN in the unselected side never leak. ``a`` and ``b`` must already share a float dtype
-    (or be Python scalars).
+    NaN in the unselected side never leak. The result dtype is np.where's.
     """
     if type(cond) is not np.ndarray or cond.size < 4096 or cond.dtype != np.bool_:
         return xp_of(cond).where(cond, a, b)
-    dt = a.dtype if type(a) is np.ndarray else b.dtype if type(b) is np.ndarray else None
-    if dt is None or dt.kind != "f" or dt.itemsize not in _SAME_WIDTH_INT:
+    dt = np.result_type(a, b)  # exactly np.where's promotion (NEP 50 for Python scalars)
+    if dt.kind != "f" or dt.itemsize not in _SAME_WIDTH_INT:
         return np.where(cond, a, b)
     ity = _SAME_WIDTH_INT[dt.itemsize]
     ai = np.asarray(a, dtype=dt).view(ity)

@@ -17,6 +17,7 @@ the whole array with its argument clipped into range, then the right one is sele
 import numpy as np
 
 from ..backend import xp_of
+from .. import backend
 
 _THRESH = 0.46875
 _XBIG = 26.543  # erfc(y) underflows to 0 in float64 beyond this
@@ -83,30 +84,58 @@ def _erfc_positive(xp, y):
         num = (num + _P[i]) * ysq
         den = (den + _Q[i]) * ysq
     big = (_SQRPI - ysq * (num + _P[4]) / (den + _Q[4])) / yl * _exp_neg_sq(xp, yl)
-    out = xp.where(y <= 4.0, mid, big)
-    out = xp.where(y >= _XBIG, 0, out)
-    return xp.where(xp.isnan(y), y, out)
+    out = backend.where(y <= 4.0, mid, big)
+    out = backend.where(y >= _XBIG, 0, out)
+    return backend.where(xp.isnan(y), y, out)
+
+
+_CHUNK = 1 << 15
+
+
+def _chunked(block_fn, x):
+    """Evaluate an elementwise ``block_fn`` in cache-sized pieces on large NumPy arrays.
+
+    The rational approximations above make ~80 full-size temporaries; in 32K-element pieces
+    they stay in cache, which halves the time on large arrays (same numbers, bit for bit).
+    """
+    if type(x) is not np.ndarray or x.size <= 2 * _CHUNK:
+        return block_fn(x)
+    flat = np.ascontiguousarray(x).reshape(-1)
+    first = block_fn(flat[:_CHUNK])
+    out = np.empty(flat.shape, dtype=first.dtype)
+    out[:_CHUNK] = first
+    for start in range(_CHUNK, flat.size, _CHUNK):
+        out[start:start + _CHUNK] = block_fn(flat[start:start + _CHUNK])
+    return out.reshape(x.shape)
 
 
 def erf(x):
     """The error function of an array, elementwise (float output, same dtype for floats)."""
+    return _chunked(_erf_block, x)
+
+
+def erfc(x):
+    """The complementary error function ``1 - erf(x)``, accurate for large ``x`` too."""
+    return _chunked(_erfc_block, x)
+
+
+def _erf_block(x):
     xp = xp_of(x)
     out_dtype = x.dtype if x.dtype.kind == "f" else _work_dtype(x)
     x = x.astype(_work_dtype(x), copy=False)
     y = xp.abs(x)
     small = _small(xp.clip(x, -_THRESH, _THRESH))
     large = (0.5 - _erfc_positive(xp, y)) + 0.5
-    large = xp.where(x < 0, -large, large)
-    return xp.where(y <= _THRESH, small, large).astype(out_dtype, copy=False)
+    large = backend.where(x < 0, -large, large)
+    return backend.where(y <= _THRESH, small, large).astype(out_dtype, copy=False)
 
 
-def erfc(x):
-    """The complementary error function ``1 - erf(x)``, accurate for large ``x`` too."""
+def _erfc_block(x):
     xp = xp_of(x)
     out_dtype = x.dtype if x.dtype.kind == "f" else _work_dtype(x)
     x = x.astype(_work_dtype(x), copy=False)
     y = xp.abs(x)
     small = 1 - _small(xp.clip(x, -_THRESH, _THRESH))
     tail = _erfc_positive(xp, y)
-    large = xp.where(x < 0, 2 - tail, tail)
-    return xp.where(y <= _THRESH, small, large).astype(out_dtype, copy=False)
+    large = backend.where(x < 0, 2 - tail, tail)
+    return backend.where(y <= _THRESH, small, large).astype(out_dtype, copy=False)

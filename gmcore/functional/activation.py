@@ -12,6 +12,7 @@ from ..backend import xp_of
 from ..tensor import Tensor
 from ._util import normalize_dim
 from .pointwise import _as_array, where
+from .. import backend
 
 __all__ = ["softmax", "log_softmax", "dropout", "triu", "tril", "hardtanh", "relu6", "softsign"]
 
@@ -133,9 +134,8 @@ def dropout(input, p=0.5, training=True, generator=None):
     from ..random import _generator_for
     dt = input.data.dtype
     u = _generator_for(generator, input.device).uniform(input.data.shape, 0.0, 1.0, dt)
-    xp = input._xp()
     # P(u >= p) = 1 - p for u uniform on [0, 1); the scale is a constant of the graph
-    scale = xp.where(u >= p, dt.type(1.0 / (1.0 - p)), dt.type(0)).astype(dt, copy=False)
+    scale = backend.where(u >= p, dt.type(1.0 / (1.0 - p)), dt.type(0)).astype(dt, copy=False)
     return input * Tensor(scale)
 
 

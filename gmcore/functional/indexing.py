@@ -419,7 +419,7 @@ class MaskedFill(Function):
     def forward(ctx, a, mask, value):
         xp = xp_of(a)
         ctx.mask, ctx.v_shape = mask, shape_of(value)
-        return xp.where(mask, xp.asarray(value, dtype=a.dtype), a)
+        return backend.where(mask, xp.asarray(value, dtype=a.dtype), a)
 
     @staticmethod
     def backward(ctx, g):

@@ -37,7 +37,7 @@ def logsumexp_rows_reference(x2d):
     """
     xp = backend.xp_of(x2d)
     m = x2d.max(axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    m = backend.where(xp.isfinite(m), m, xp.zeros_like(m))
     if xp is np:
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # log(0) = -inf is wanted
             return np.log(np.exp(x2d - m).sum(axis=-1)) + m[:, 0]

@@ -90,7 +90,8 @@ def _keep_int(fn):
 def _sigmoid_array(xp, x):
     # exp(-|x|) never overflows; pick 1/(1+e) or e/(1+e) by sign
     e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    r = 1 / (1 + e)
+    return backend.where(x >= 0, r, e * r)
 
 
 # ---- unary ops ----------------------------------------------------------------------------
@@ -163,7 +164,7 @@ class Softplus(Function):
         smooth = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
         ctx.beta, ctx.threshold = beta, threshold
         ctx.save_for_backward(x)
-        return _as_array(xp, xp.where(bx > threshold, x, smooth).astype(x.dtype, copy=False))
+        return _as_array(xp, backend.where(bx > threshold, x, smooth).astype(x.dtype, copy=False))
 
     @staticmethod
     def backward(ctx, g):
@@ -194,7 +195,7 @@ class Elu(Function):
         x = to_float(x)
         xp = xp_of(x)
         # expm1 of min(x, 0): the branch not taken cannot overflow
-        y = _as_array(xp, xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))))
+        y = _as_array(xp, backend.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))))
         ctx.alpha = alpha
         ctx.save_for_backward(x, y)
         return y

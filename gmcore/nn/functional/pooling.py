@@ -13,6 +13,7 @@ import numpy as np
 from ...tensor import Tensor
 from ._index import take_along
 from ._util import check_tensor, ntuple
+from ... import backend
 
 __all__ = ["max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d"]
@@ -81,8 +82,8 @@ def _window_argmax(x, k, s, p, d, out):
             upd = v > best
             if a.dtype.kind == "f":
                 upd |= xp.isnan(v) & ~xp.isnan(best)
-            best = xp.where(upd, v, best)
-            arg = xp.where(upd, i * kw + j, arg)
+            best = backend.where(upd, v, best)
+            arg = backend.where(upd, i * kw + j, arg)
     rows = (xp.arange(ho) * sh - ph).reshape(-1, 1) + (arg // kw) * dh
     cols = (xp.arange(wo) * sw - pw) + (arg % kw) * dw
     # a window lying wholly in the padding has no real argmax; clip it (its value is -inf)
