@@ -125,20 +125,19 @@ class FunctionCtx:
     @property
     def saved_tensors(self):
         """The saved values as tensors; inputs come back as the original (graph-connected) tensors."""
-        from .tensor import Tensor
         out = []
         for kind, value, version, _ in self._check_saved():
             if kind == _INPUT:
                 out.append(value)
             elif kind == _OUTPUT:
                 array, nr, differentiable = value
-                t = Tensor(array)
+                t = _Tensor(array)
                 if differentiable:
                     t._grad_fn, t._output_nr, t._requires_grad = self, nr, True
                 t._version = version
                 out.append(t)
             else:
-                out.append(Tensor(value) if _is_array(value) else value)
+                out.append(_Tensor(value) if _is_array(value) else value)
         return tuple(out)
 
     @property
@@ -288,9 +287,6 @@ def _edge_of(a):
 
 
 def _check_same_device(cls, tensors):
-    first = type(tensors[0].data)
-    if all(type(t.data) is first for t in tensors) and first is np.ndarray:
-        return
     devices = [t.device for t in tensors]
     for d in devices[1:]:
         if d != devices[0]:
@@ -345,7 +341,6 @@ def once_differentiable(backward):
     """
     @functools.wraps(backward)
     def wrapper(ctx, *grads):
-        from .tensor import Tensor
         with no_grad():
             results = backward(ctx, *(g.data for g in grads))
         single = not isinstance(results, tuple)
@@ -357,9 +352,8 @@ def once_differentiable(backward):
             elif _grad_enabled:  # create_graph=True: a further backward must fail loudly
                 wrapped.append(_error_tensor(r, ctx.name()))
             else:
-                wrapped.append(Tensor(r))
+                wrapped.append(_Tensor(r))
         return wrapped[0] if single else tuple(wrapped)
-    wrapper._once_differentiable = True
     return wrapper
 
 
@@ -377,12 +371,11 @@ class _DelayedError(Function):
 
 
 def _error_tensor(array, op_name):
-    from .tensor import Tensor
     ctx = FunctionCtx(_DelayedError)
     ctx.op_name = op_name
     ctx._edges = (None,)
     ctx._outputs_meta = ((array.shape, array.dtype),)
-    t = Tensor(array)
+    t = _Tensor(array)
     ctx._xp = t._xp()
     t._grad_fn, t._output_nr, t._requires_grad = ctx, 0, True
     return t
@@ -397,13 +390,12 @@ def _as_tuple(x):
 
 
 def _root_grads(outputs, grad_outputs):
-    from .tensor import Tensor
     grad_outputs = _as_tuple(grad_outputs) if grad_outputs is not None else (None,) * len(outputs)
     if len(grad_outputs) != len(outputs):
         raise ValueError(f"got {len(grad_outputs)} gradients for {len(outputs)} outputs")
     roots = []
     for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
-        if not isinstance(out, Tensor):
+        if not isinstance(out, _Tensor):
             raise TypeError(f"outputs must be tensors, got {type(out).__name__}")
         if not out._requires_grad:
             raise RuntimeError(f"element {i} of tensors does not require grad and does not have "
@@ -414,9 +406,9 @@ def _root_grads(outputs, grad_outputs):
                     f"grad can be implicitly created only for scalar outputs, but got shape "
                     f"{tuple(out.shape)}; pass gradient= (backward) or grad_outputs= (grad) "
                     "with the output's shape")
-            g = Tensor(_ones_like(out.data))
-        elif not isinstance(g, Tensor):
-            g = Tensor(out._xp().asarray(g, dtype=out.data.dtype))
+            g = _Tensor(out._xp().ones_like(out.data))
+        elif not isinstance(g, _Tensor):
+            g = _Tensor(out._xp().asarray(g, dtype=out.data.dtype))
         if tuple(g.shape) != tuple(out.shape):
             raise RuntimeError(f"gradient of shape {tuple(g.shape)} given for an output of "
                                f"shape {tuple(out.shape)}")
@@ -424,15 +416,9 @@ def _root_grads(outputs, grad_outputs):
     return roots
 
 
-def _ones_like(a):
-    from .backend import xp_of
-    return xp_of(a).ones_like(a)
-
-
 def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
     """Walk the graph from ``roots`` [(tensor, grad)]; accumulate into .grad or collect for inputs."""
     global _grad_enabled
-    from .tensor import Tensor
 
     # dependency counts: how many edges from other nodes reach each node
     deps = {}
@@ -456,7 +442,7 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
     if inputs is not None:
         targets = {}
         for i, t in enumerate(inputs):
-            if not isinstance(t, Tensor):
+            if not isinstance(t, _Tensor):
                 raise TypeError(f"inputs must be tensors, got {type(t).__name__}")
             if not t._requires_grad:
                 raise RuntimeError(f"input {i} does not require grad: cannot differentiate "
@@ -488,43 +474,41 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
     _grad_enabled = create_graph
     # backward formulas evaluate both sides of true selects (where); the unselected side may
     # overflow or divide by zero harmlessly, so NumPy's warnings are noise here
-    errstate = np.errstate(all="ignore")
-    errstate.__enter__()
-    try:
-        for out, g in roots:
-            if out._grad_fn is None:
-                send(out, g)
-            else:
-                send((out._grad_fn, out._output_nr), g)
-        ready = [n for n in nodes if deps.get(id(n), 0) == 0]
-        while ready:
-            node = ready.pop()
-            grads = buffers.pop(id(node), None)
-            if grads is None:
-                grads = [None] * len(node._outputs_meta)
-            if targets is not None:
-                for nr, g in enumerate(grads):
-                    for i in targets.get((id(node), nr), ()):
-                        results[i] = g if results[i] is None else results[i] + g
-            if node._retained:
-                for nr, ref in node._retained:
-                    t = ref()
-                    if t is not None and grads[nr] is not None:
-                        t.grad = grads[nr] if create_graph else grads[nr].detach()
-            if any(g is not None for g in grads):
-                _call_backward(node, grads, send)
-            if not retain_graph:
-                node._saved = None
-                node._freed = True
-            for e in node._edges:
-                if type(e) is tuple:
-                    k = id(e[0])
-                    deps[k] -= 1
-                    if deps[k] == 0:
-                        ready.append(e[0])
-    finally:
-        _grad_enabled = prev_mode
-        errstate.__exit__(None, None, None)
+    with np.errstate(all="ignore"):
+        try:
+            for out, g in roots:
+                if out._grad_fn is None:
+                    send(out, g)
+                else:
+                    send((out._grad_fn, out._output_nr), g)
+            ready = [n for n in nodes if deps.get(id(n), 0) == 0]
+            while ready:
+                node = ready.pop()
+                grads = buffers.pop(id(node), None)
+                if grads is None:
+                    grads = [None] * len(node._outputs_meta)
+                if targets is not None:
+                    for nr, g in enumerate(grads):
+                        for i in targets.get((id(node), nr), ()):
+                            results[i] = g if results[i] is None else results[i] + g
+                if node._retained:
+                    for nr, ref in node._retained:
+                        t = ref()
+                        if t is not None and grads[nr] is not None:
+                            t.grad = grads[nr] if create_graph else grads[nr].detach()
+                if any(g is not None for g in grads):
+                    _call_backward(node, grads, send)
+                if not retain_graph:
+                    node._saved = None
+                    node._freed = True
+                for e in node._edges:
+                    if type(e) is tuple:
+                        k = id(e[0])
+                        deps[k] -= 1
+                        if deps[k] == 0:
+                            ready.append(e[0])
+        finally:
+            _grad_enabled = prev_mode
 
     if results is not None:
         for i, r in enumerate(results):
@@ -538,11 +522,10 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
 
 
 def _call_backward(node, grads, send):
-    from .tensor import Tensor
     filled = []
     for g, (shape, dtype) in zip(grads, node._outputs_meta):
         if g is None:  # an output that received no gradient: materialise zeros
-            g = Tensor(node._xp.zeros(shape, dtype=dtype))
+            g = _Tensor(node._xp.zeros(shape, dtype=dtype))
         filled.append(g)
     fn = node._function
     result = fn.backward(node, *filled)
@@ -555,7 +538,7 @@ def _call_backward(node, grads, send):
     for i, (e, g) in enumerate(zip(edges, result)):
         if e is None or g is None:
             continue
-        if not isinstance(g, Tensor):
+        if not isinstance(g, _Tensor):
             raise TypeError(f"{fn.__name__}.backward returned a {type(g).__name__} for input {i}; "
                             "expected a tensor or None")
         expected_shape = e.data.shape if not isinstance(e, tuple) else e[0]._outputs_meta[e[1]][0]

@@ -1,7 +1,8 @@
 """``Tensor``: an array (``.data``, NumPy or CuPy) plus its place in the autograd graph.
 
-Methods are one-liners onto ``gmcore.functional`` (or ``gmcore.nn.functional``), where each op is
-written once. Semantics and names follow PyTorch.
+This file holds a tensor's state, autograd bookkeeping, conversion, in-place updates and the
+Python protocol (operators); the op methods are one-liners in ``_tensor_ops.py``. Semantics and
+names follow PyTorch.
 """
 import weakref
 
@@ -400,10 +401,10 @@ class Tensor(TensorOps):
         return _F.logical_not(self) if self.data.dtype == np.bool_ else _F.bitwise_not(self)
 
     def add(self, other, alpha=1):
-        return _F.add(self, other if alpha == 1 else other * alpha)
+        return _F.add(self, other, alpha=alpha)
 
     def sub(self, other, alpha=1):
-        return _F.sub(self, other if alpha == 1 else other * alpha)
+        return _F.sub(self, other, alpha=alpha)
 
     def mul(self, other):
         return _F.mul(self, other)
