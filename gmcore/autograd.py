@@ -593,9 +593,10 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     if inputs is not None:
         inputs = _as_tuple(inputs)
         grads = _run(roots, retain_graph, create_graph, inputs=inputs, allow_unused=True)
+        seen = {id(g.data) for _, g in roots}  # the caller's gradients: never store them as-is
         for t, g in zip(inputs, grads):
             if g is not None:
-                _accumulate_leaf(t, g, create_graph, set())
+                _accumulate_leaf(t, g, create_graph, seen)
         return None
     _run(roots, retain_graph, create_graph)
 

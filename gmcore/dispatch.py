@@ -376,7 +376,7 @@ def format_table(rows: list[Row] | None = None) -> str:
     widths = [max(len(h), *(len(d[i]) for d in data)) if data else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
     lines.append(fmt.format(*header).rstrip())
-    lines.append(fmt.format(*("-" * w for w in widths[:-1]), "").rstrip())
+    lines.append(fmt.format(*("-" * w for w in widths)).rstrip())
     for d in data:
         lines.append(fmt.format(*d).rstrip())
     lines.append("")

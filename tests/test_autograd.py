@@ -397,3 +397,11 @@ def test_second_order_survives_type_promotion():
     (g,) = gm.autograd.grad((x * x.double()).sum(), x, create_graph=True)
     (gg,) = gm.autograd.grad(g.sum(), x)
     assert gg.tolist() == [2.0]
+
+
+def test_backward_with_inputs_never_writes_into_the_callers_gradient():
+    x = gm.tensor([1.0, 2.0], requires_grad=True)
+    g = gm.tensor([1.0, 1.0])
+    x.clone().backward(g, inputs=[x])  # clone passes g through unchanged
+    x.clone().backward(g, inputs=[x])
+    assert x.grad.tolist() == [2.0, 2.0] and g.tolist() == [1.0, 1.0]
