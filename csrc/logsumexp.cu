@@ -88,16 +88,6 @@ void softmax_rows_cuda(const T* x, T* out, int64_t rows, int64_t cols, std::uint
   launch(x, out, rows, cols, stream, true);
 }
 
-int cuda_device_count() {
-  int n = 0;
-  cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return 0;  // no driver / no device: report none, never raise
-  }
-  return n;
-}
-
 template void logsumexp_rows_cuda<float>(const float*, float*, int64_t, int64_t, std::uintptr_t);
 template void logsumexp_rows_cuda<double>(const double*, double*, int64_t, int64_t, std::uintptr_t);
 template void softmax_rows_cuda<float>(const float*, float*, int64_t, int64_t, std::uintptr_t);

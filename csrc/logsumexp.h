@@ -20,11 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define GM_HOST_DEVICE __host__ __device__
-#else
-#define GM_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 namespace gmcore {
 namespace lse {
@@ -107,7 +103,6 @@ template <typename T>
 void logsumexp_rows_cuda(const T* x, T* out, int64_t rows, int64_t cols, std::uintptr_t stream);
 template <typename T>
 void softmax_rows_cuda(const T* x, T* out, int64_t rows, int64_t cols, std::uintptr_t stream);
-int cuda_device_count();
 #endif
 
 }  // namespace gmcore

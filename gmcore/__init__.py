@@ -22,6 +22,10 @@ from .creation import *  # noqa: F401,F403
 from .functional import *  # noqa: F401,F403
 from . import functional
 from . import nn
+from . import optim, distributions
+from . import io
+from . import data
+from .io import save, load
 
 __version__ = "0.1.0"
 

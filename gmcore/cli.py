@@ -154,6 +154,9 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+from . import cli_train  # noqa: E402,F401  (registers train, sample, eval, models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gmcore", description="gmcore: autodiff tensor engine with hand-written kernels")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -5,6 +5,12 @@ from hypothesis import HealthCheck, settings
 
 import gmcore as gm
 
+# Without a GPU, Triton kernels run in Triton's CPU interpreter; the switch must be set before
+# triton is first imported (kernels/_launch.py explains the NumPy adapter).
+if not gm.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9 warns when it is unset
+
 # CI has 2 cores and a 20-minute budget: keep property tests small but meaningful.
 settings.register_profile("ci", max_examples=15, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

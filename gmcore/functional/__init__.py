@@ -12,3 +12,8 @@ from .activation import *  # noqa: F401,F403
 from .linalg import *  # noqa: F401,F403
 from .indexing import *  # noqa: F401,F403
 from .logsumexp import *  # noqa: F401,F403
+from .dlml import *  # noqa: F401,F403
+from .vq import *  # noqa: F401,F403
+from .coupling import *  # noqa: F401,F403
+from .flow_ops import *  # noqa: F401,F403
+from .diffusion import *  # noqa: F401,F403

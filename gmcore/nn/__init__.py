@@ -1,2 +1,26 @@
-"""Neural-network building blocks. ``gmcore.nn.functional`` (imported as ``F``) holds the ops."""
+"""Neural-network building blocks: ``Module``, ``Parameter``, layers, ``init``.
+
+``gmcore.nn.functional`` (imported as ``F``) holds the stateless ops the layers call.
+"""
 from . import functional  # noqa: F401
+from . import utils  # noqa: F401
+from .parameter import Parameter, Buffer  # noqa: F401
+from .module import Module  # noqa: F401
+from .container import Identity, Sequential, ModuleList, ModuleDict, ParameterList  # noqa: F401
+# layers (issue 3)
+from . import init  # noqa: F401
+from .linear import Linear, Bilinear  # noqa: F401
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
+from .embedding import Embedding  # noqa: F401
+from .normalization import LayerNorm, GroupNorm, BatchNorm1d, BatchNorm2d  # noqa: F401
+from .dropout import Dropout, Dropout1d, Dropout2d  # noqa: F401
+from .activation import (ReLU, ReLU6, LeakyReLU, ELU, GELU, SiLU, Mish, Sigmoid, Tanh,  # noqa: F401
+                         Softplus, Softsign, LogSigmoid, Hardtanh, Softmax, LogSoftmax)
+from .flatten import Flatten, Unflatten  # noqa: F401
+from .vision import Upsample, PixelShuffle, PixelUnshuffle  # noqa: F401
+from .pooling import (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d,  # noqa: F401
+                      AdaptiveAvgPool1d, AdaptiveAvgPool2d)
+from .rnn import RNNCellBase, RNNCell, LSTMCell, GRUCell, RNNBase, RNN, LSTM, GRU  # noqa: F401
+from .attention import MultiheadAttention, SelfAttention2d  # noqa: F401
+from .vq import VectorQuantizer  # noqa: F401
+from .flows import ActNorm2d, InvConv2d1x1  # noqa: F401

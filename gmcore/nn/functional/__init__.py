@@ -11,3 +11,4 @@ from .vision import *  # noqa: F401,F403
 from .fold import *  # noqa: F401,F403
 from .normalization import *  # noqa: F401,F403
 from .loss import *  # noqa: F401,F403
+from .attention import *  # noqa: F401,F403

@@ -1,0 +1,65 @@
+"""The interface every trainable generative model follows (what ``gmcore train`` relies on).
+
+A model is a :class:`gmcore.nn.Module` with a ``Config`` dataclass (its fields become CLI flags)
+built as ``Model(config, data)``, where ``data`` is a :class:`DataInfo` (shape of one example,
+number of discrete levels per value, data range). It defines:
+
+* ``loss(batch) -> (loss, logs)``: the training objective (a scalar Tensor) and a dict of
+  floats to log (e.g. ``{"kl": ..., "recon": ...}``).
+* ``nll(batch, generator) -> Tensor (B,)``: the negative log-likelihood of the *discrete* data
+  in nats per example, or an upper bound of it; ``nll_kind`` says which ("exact", "IWAE bound
+  (k=...)", or "reconstruction" for models that are not density models). Continuous densities
+  include the dequantization term (see :func:`gmcore.metrics.dequantization_nats`).
+* ``sample(n, generator) -> Tensor (n, *shape)`` with values in the data range.
+
+Models never ask which device they run on: inputs arrive on the model's device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..nn import Module
+
+__all__ = ["GenerativeModel", "DataInfo"]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model needs to know about its data.
+
+    ``shape``: one example, e.g. (1, 8, 8). ``num_levels``: discrete values per dimension
+    (17 for digits, 256 for 8-bit images, 2 when binarized); values arrive scaled to
+    ``[0, 1]`` as ``level / (num_levels - 1)``.
+    """
+
+    shape: tuple
+    num_levels: int
+    name: str = ""
+
+    @property
+    def dims(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= int(s)
+        return n
+
+
+class GenerativeModel(Module):
+    """Base class of the zoo's models (see the module docstring for the contract)."""
+
+    nll_kind = "exact"
+    model_name = "?"
+
+    def __init__(self, config, data: DataInfo):
+        super().__init__()
+        self.config = config
+        self.data = data
+
+    def loss(self, batch):
+        raise NotImplementedError
+
+    def nll(self, batch, generator=None):
+        raise NotImplementedError
+
+    def sample(self, n, generator=None):
+        raise NotImplementedError
