@@ -3,6 +3,7 @@
 
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "common.h"
 #include "registry.h"
@@ -50,18 +51,20 @@ template <typename T>
 py::tuple backward_t(const py::array& a, const py::array& r, const py::array& g,
                      const py::array& gl, int fn, bool inverse) {
   const auto rows = static_cast<int64_t>(a.shape(0)), n = static_cast<int64_t>(a.shape(1));
-  py::array_t<T> d_in({rows, n}), d_r({rows, n}), d_b({rows, n});
+  py::array_t<T> d_in({rows, n}), d_r({rows, n});
+  py::array_t<T> d_b(inverse ? std::vector<int64_t>{rows, n} : std::vector<int64_t>{0, 0});
   const T* ap = static_cast<const T*>(a.data());
   const T* rp = static_cast<const T*>(r.data());
   const T* gp = static_cast<const T*>(g.data());
   const T* glp = static_cast<const T*>(gl.data());
   T* dip = d_in.mutable_data();
   T* drp = d_r.mutable_data();
-  T* dbp = d_b.mutable_data();
+  T* dbp = inverse ? d_b.mutable_data() : nullptr;
   {
     py::gil_scoped_release release;
     gmcore::coupling_backward_cpu<T>(ap, rp, gp, glp, dip, drp, dbp, rows, n, fn, inverse);
   }
+  if (!inverse) return py::make_tuple(d_in, d_r, py::none());  // d_shift = g: the caller's
   return py::make_tuple(d_in, d_r, d_b);
 }
 
@@ -72,7 +75,8 @@ py::tuple coupling_forward_cpu(const py::array& x, const py::array& r, const py:
   check_like(r, x, k, name, "r");
   check_like(b, x, k, name, "b");
   check_fn(fn, name);
-  return k == 'f' ? forward_t<float>(x, r, b, fn, inverse) : forward_t<double>(x, r, b, fn, inverse);
+  return k == 'f' ? forward_t<float>(x, r, b, fn, inverse)
+                  : forward_t<double>(x, r, b, fn, inverse);
 }
 
 py::tuple coupling_backward_cpu(const py::array& a, const py::array& r, const py::array& g,
@@ -145,7 +149,7 @@ void bind(py::module_& m) {
   m.def("coupling_backward_cpu", &coupling_backward_cpu, py::arg("a"), py::arg("r"), py::arg("g"),
         py::arg("g_logdet"), py::arg("fn"), py::arg("inverse"),
         "Fused gradients -> (d_in, d_r, d_shift); a is the op's input x (forward) or output x "
-        "(inverse).");
+        "(inverse); d_shift is None in the forward direction (it equals g).");
 #if defined(GMCORE_WITH_CUDA)
   m.def("coupling_forward_cuda", &coupling_forward_cuda, py::arg("x_ptr"), py::arg("r_ptr"),
         py::arg("b_ptr"), py::arg("y_ptr"), py::arg("logdet_ptr"), py::arg("rows"), py::arg("n"),
@@ -155,7 +159,7 @@ void bind(py::module_& m) {
         py::arg("g_ptr"), py::arg("g_logdet_ptr"), py::arg("d_in_ptr"), py::arg("d_r_ptr"),
         py::arg("d_b_ptr"), py::arg("rows"), py::arg("n"), py::arg("fn"), py::arg("inverse"),
         py::arg("dtype"), py::arg("stream") = 0,
-        "Device pointers: fused affine coupling gradients.");
+        "Device pointers: fused affine coupling gradients (d_b written only when inverse).");
 #endif
 }
 

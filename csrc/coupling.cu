@@ -71,7 +71,7 @@ __global__ void backward_kernel(const T* __restrict__ a, const T* __restrict__ r
     coupling::backward_elem<T, INV>(a[j], g[j], gl[j / n], sc, &di, &dr, &db);
     d_in[j] = di;
     d_r[j] = dr;
-    d_b[j] = db;
+    if (INV) d_b[j] = db;  // forward: d_shift = g, not written
   }
 }
 
@@ -91,7 +91,8 @@ void forward_launch(const T* x, const T* r, const T* b, T* y, T* logdet, int64_t
   forward_kernel<T, FN, INV><<<static_cast<unsigned>(rows * nch), kThreads, 0, s>>>(
       x, r, b, y, partial, n, nch);
   cuda_check_launch("coupling forward kernel launch");
-  rows_sum_kernel<T, INV><<<blocks_for(rows, kThreads), kThreads, 0, s>>>(partial, logdet, rows, nch);
+  rows_sum_kernel<T, INV><<<blocks_for(rows, kThreads), kThreads, 0, s>>>(partial, logdet, rows,
+                                                                         nch);
   cuda_check_launch("coupling rows_sum kernel launch");
   cuda_check(cudaFreeAsync(partial, s), "coupling partial free");
 }

@@ -147,10 +147,11 @@ template <typename T>
 GM_HOST_DEVICE inline void tanh_sech2(T r, T* t_out, T* sech2_out) {
   const T a = r < T(0) ? -r : r;
   const T small = expm1_reduced(-T(2) * (a < T(0.17) ? a : T(0)));
-  const T big = gm_exp(-T(2) * a) - T(1);
-  const T m = a < T(0.17) ? small : big;
+  const T e2 = gm_exp(-T(2) * a);
+  const bool near0 = a < T(0.17);
+  const T m = near0 ? small : e2 - T(1);
   const T t = -m / (T(2) + m);
-  const T v = T(1) + m;
+  const T v = near0 ? T(1) + small : e2;  // not 1 + m: that rounds a tiny e2 to 0
   *t_out = r < T(0) ? -t : t;
   *sech2_out = T(4) * v / ((T(1) + v) * (T(1) + v));
 }
@@ -184,7 +185,8 @@ GM_HOST_DEVICE inline T forward_elem(T x, T b, const Scale<T>& sc) {
   return INV ? (x - b) * sc.inv_s : x * sc.s + b;
 }
 
-// backward element; a = the op's input x (forward) or its output x (inverse), gl = g_logdet[row]
+// backward element; a = the op's input x (forward) or its output x (inverse), gl = g_logdet[row].
+// d_b (d_shift) is written for the inverse only: forward, d_shift = g and no copy is made.
 template <typename T, bool INV>
 GM_HOST_DEVICE inline void backward_elem(T a, T g, T gl, const Scale<T>& sc, T* d_in, T* d_r,
                                          T* d_b) {
@@ -193,17 +195,18 @@ GM_HOST_DEVICE inline void backward_elem(T a, T g, T gl, const Scale<T>& sc, T* 
     *d_in = dx;
     *d_b = -dx;
     *d_r = -(g * a + gl) * sc.dlog_s;
-  } else {
+  } else {  // d_shift = g itself: the caller passes g on, no kernel writes it
     const T gs = g * sc.s;
     *d_in = gs;
-    *d_b = g;
     *d_r = (gs * a + gl) * sc.dlog_s;
+    (void)d_b;
   }
 }
 
 }  // namespace coupling
 
-// Launchers.  Arrays are contiguous (rows, n); logdet / g_logdet have `rows` entries.
+// Launchers.  Arrays are contiguous (rows, n); logdet / g_logdet have `rows` entries; d_b is
+// written only when `inverse` (it may be null otherwise).
 template <typename T>
 void coupling_forward_cpu(const T* x, const T* r, const T* b, T* y, T* logdet, int64_t rows,
                           int64_t n, int fn, bool inverse);

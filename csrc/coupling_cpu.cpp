@@ -16,6 +16,20 @@
 
 #include "coupling.h"
 
+// The span loops are compiled three times: for the baseline (SSE2: the build sets no -march),
+// for AVX2 + FMA and for AVX-512 (F/VL/DQ/BW), chosen at run time by CPUID.  Measured on the
+// 2-core EPYC dev box at B=64 x 3072 float32 (exp): forward 0.046 ms (AVX2) -> 0.029 (AVX-512).
+// (target_clones was tried first: GCC 12 left its clones unvectorised.)
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define GM_HAVE_AVX2_PATH 1
+#define GM_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define GM_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")))
+#define GM_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define GM_HAVE_AVX2_PATH 0
+#define GM_ALWAYS_INLINE inline
+#endif
+
 namespace gmcore {
 
 namespace {
@@ -24,31 +38,103 @@ constexpr int64_t kChunk = 4096;
 
 // One contiguous span of a row.  Separate functions with restrict pointers: inside the OpenMP
 // outlined body the vectoriser cannot prove the arrays distinct and gives up.
+// Forward in two passes over one chunk (<= kChunk elements, in L1): the elementwise loop stores
+// log s to a small buffer (a reduction inside it would keep the loop scalar: GCC does not
+// reorder FP sums, and omp simd's lowering did not vectorise once inlined here), then eight
+// independent double accumulators sum the buffer (vectorisable, latency hidden).
 template <typename T, int FN, bool INV>
-double forward_span(const T* __restrict x, const T* __restrict r, const T* __restrict b,
-                    T* __restrict y, int64_t len) {
-  double acc = 0.0;
-  // omp simd: the reduction may be split into lanes (plain -O3 keeps FP sums in order: scalar)
-#pragma omp simd reduction(+ : acc)
+GM_ALWAYS_INLINE double forward_body(const T* __restrict x, const T* __restrict r,
+                                     const T* __restrict b, T* __restrict y, int64_t len) {
+  T ls[kChunk];
   for (int64_t j = 0; j < len; ++j) {
     const coupling::Scale<T> sc = coupling::scale_parts<T, FN>(r[j]);
     y[j] = coupling::forward_elem<T, INV>(x[j], b[j], sc);
-    acc += static_cast<double>(sc.log_s);
+    ls[j] = sc.log_s;
   }
-  return acc;
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= len; j += 8)
+    for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(ls[j + l]);
+  for (; j < len; ++j) acc[0] += static_cast<double>(ls[j]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
 template <typename T, int FN, bool INV>
-void backward_span(const T* __restrict a, const T* __restrict r, const T* __restrict g, T gl,
-                   T* __restrict d_in, T* __restrict d_r, T* __restrict d_b, int64_t len) {
+GM_ALWAYS_INLINE void backward_body(const T* __restrict a, const T* __restrict r,
+                                    const T* __restrict g, T gl, T* __restrict d_in,
+                                    T* __restrict d_r, T* __restrict d_b, int64_t len) {
   for (int64_t j = 0; j < len; ++j) {
     const coupling::Scale<T> sc = coupling::scale_parts<T, FN>(r[j]);
     T di, dr, db;
     coupling::backward_elem<T, INV>(a[j], g[j], gl, sc, &di, &dr, &db);
     d_in[j] = di;
     d_r[j] = dr;
-    d_b[j] = db;
+    if (INV) d_b[j] = db;  // compile-time: forward never touches d_b
   }
+}
+
+template <typename T, int FN, bool INV>
+double forward_span_base(const T* x, const T* r, const T* b, T* y, int64_t len) {
+  return forward_body<T, FN, INV>(x, r, b, y, len);
+}
+template <typename T, int FN, bool INV>
+void backward_span_base(const T* a, const T* r, const T* g, T gl, T* d_in, T* d_r, T* d_b,
+                        int64_t len) {
+  backward_body<T, FN, INV>(a, r, g, gl, d_in, d_r, d_b, len);
+}
+
+#if GM_HAVE_AVX2_PATH
+template <typename T, int FN, bool INV>
+GM_TARGET_AVX2 double forward_span_avx2(const T* x, const T* r, const T* b, T* y, int64_t len) {
+  return forward_body<T, FN, INV>(x, r, b, y, len);
+}
+template <typename T, int FN, bool INV>
+GM_TARGET_AVX2 void backward_span_avx2(const T* a, const T* r, const T* g, T gl, T* d_in, T* d_r,
+                                       T* d_b, int64_t len) {
+  backward_body<T, FN, INV>(a, r, g, gl, d_in, d_r, d_b, len);
+}
+
+template <typename T, int FN, bool INV>
+GM_TARGET_AVX512 double forward_span_avx512(const T* x, const T* r, const T* b, T* y,
+                                            int64_t len) {
+  return forward_body<T, FN, INV>(x, r, b, y, len);
+}
+template <typename T, int FN, bool INV>
+GM_TARGET_AVX512 void backward_span_avx512(const T* a, const T* r, const T* g, T gl, T* d_in,
+                                           T* d_r, T* d_b, int64_t len) {
+  backward_body<T, FN, INV>(a, r, g, gl, d_in, d_r, d_b, len);
+}
+
+bool cpu_has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+  return yes;
+}
+
+bool cpu_has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+#endif
+
+template <typename T, int FN, bool INV>
+double forward_span(const T* x, const T* r, const T* b, T* y, int64_t len) {
+#if GM_HAVE_AVX2_PATH
+  if (cpu_has_avx512()) return forward_span_avx512<T, FN, INV>(x, r, b, y, len);
+  if (cpu_has_avx2()) return forward_span_avx2<T, FN, INV>(x, r, b, y, len);
+#endif
+  return forward_span_base<T, FN, INV>(x, r, b, y, len);
+}
+
+template <typename T, int FN, bool INV>
+void backward_span(const T* a, const T* r, const T* g, T gl, T* d_in, T* d_r, T* d_b,
+                   int64_t len) {
+#if GM_HAVE_AVX2_PATH
+  if (cpu_has_avx512())
+    return backward_span_avx512<T, FN, INV>(a, r, g, gl, d_in, d_r, d_b, len);
+  if (cpu_has_avx2()) return backward_span_avx2<T, FN, INV>(a, r, g, gl, d_in, d_r, d_b, len);
+#endif
+  backward_span_base<T, FN, INV>(a, r, g, gl, d_in, d_r, d_b, len);
 }
 
 template <typename T, int FN, bool INV>
@@ -81,7 +167,8 @@ void backward_t(const T* a, const T* r, const T* g, const T* gl, T* d_in, T* d_r
     const int64_t i = task / nch;
     const int64_t lo = (task - i * nch) * kChunk, hi = std::min(lo + kChunk, n);
     const int64_t o = i * n + lo;
-    backward_span<T, FN, INV>(a + o, r + o, g + o, gl[i], d_in + o, d_r + o, d_b + o, hi - lo);
+    backward_span<T, FN, INV>(a + o, r + o, g + o, gl[i], d_in + o, d_r + o,
+                              INV ? d_b + o : nullptr, hi - lo);
   }
 }
 

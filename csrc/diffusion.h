@@ -86,6 +86,7 @@ GM_HOST_DEVICE inline T predict_x0_elem(T xt, T eps, T sr, T srm1, bool clip) {
 template <typename T>
 struct DdpmCoefs {
   T sr, srm1, c1, c2, lo, hi, fixed_logvar;
+  T fixed_std;  // exp(fixed_logvar / 2): one exp per example for the fixed variance types
   bool final_step;
 };
 
@@ -99,6 +100,7 @@ GM_HOST_DEVICE inline DdpmCoefs<T> ddpm_coefs(const T* tab, int64_t nT, int64_t 
   c.lo = coef(tab, nT, kPostLogvar, t);
   c.hi = coef(tab, nT, kLogBeta, t);
   c.fixed_logvar = var_code == kFixedLarge ? coef(tab, nT, kLargeLogvar, t) : c.lo;
+  c.fixed_std = d_exp(c.fixed_logvar * T(0.5));
   c.final_step = t == 0;
   return c;
 }
@@ -110,11 +112,9 @@ GM_HOST_DEVICE inline T ddpm_elem(T xt, T eps, T v, T noise, const DdpmCoefs<T>&
   const T x0 = predict_x0_elem(xt, eps, c.sr, c.srm1, clip);
   const T mean = c.c1 * x0 + c.c2 * xt;
   if (c.final_step) return mean;
-  T lv = c.fixed_logvar;
-  if (var_code == kLearnedRange) {
-    const T frac = (v + T(1)) * T(0.5);
-    lv = frac * c.hi + (T(1) - frac) * c.lo;
-  }
+  if (var_code != kLearnedRange) return mean + c.fixed_std * noise;
+  const T frac = (v + T(1)) * T(0.5);
+  const T lv = frac * c.hi + (T(1) - frac) * c.lo;
   return mean + d_exp(lv * T(0.5)) * noise;
 }
 

@@ -9,16 +9,21 @@ namespace gmcore {
 namespace {
 
 constexpr int64_t kChunk = 4096;
-constexpr int64_t kParallelMin = 16384;  // below this many elements threads cost more than they save
+// Work (in elements) from which OpenMP threads pay off.  The elementwise ops are memory-bound:
+// one core nearly saturates its share of bandwidth, and on a busy machine a parallel region
+// waits for every worker to be scheduled (milliseconds), so they go parallel only on large
+// arrays.  The hybrid loss spends ~20 transcendental calls per element: parallel much earlier.
+constexpr int64_t kParallelMin = int64_t(1) << 20;
+constexpr int64_t kParallelMinHybrid = int64_t(1) << 15;
 
 inline int64_t n_chunks(int64_t N) { return (N + kChunk - 1) / kChunk; }
 
 // Run body(b, j0, j1) over every (example, chunk) pair, in parallel when the work is large.
 template <typename F>
-inline void for_chunks(int64_t B, int64_t N, F body) {
+inline void for_chunks(int64_t B, int64_t N, F body, int64_t parallel_min = kParallelMin) {
   const int64_t nc = n_chunks(N);
   const int64_t total = B * nc;
-#pragma omp parallel for schedule(static) if (B * N > kParallelMin)
+#pragma omp parallel for schedule(static) if (B * N >= parallel_min)
   for (int64_t k = 0; k < total; ++k) {
     const int64_t b = k / nc, c = k % nc;
     body(b, c * kChunk, std::min(N, (c + 1) * kChunk));
@@ -78,16 +83,25 @@ void diffusion_ddim_step_cpu(const T* xt, const T* eps, const T* noise, const in
 template <typename T>
 void diffusion_eps_loss_fwd_cpu(const T* pred, const T* noise, const int64_t* t, const T* w, T* out,
                                 int64_t B, int64_t N) {
-#pragma omp parallel for schedule(static) if (B * N > kParallelMin)
+#pragma omp parallel for schedule(static) if (B * N >= kParallelMin)
   for (int64_t b = 0; b < B; ++b) {
     const T* p = pred + b * N;
     const T* n = noise + b * N;
-    double acc = 0.0;
-    for (int64_t j = 0; j < N; ++j) {
-      const double d = static_cast<double>(p[j] - n[j]);
-      acc += d * d;
+    // 8 independent partial sums: no loop-carried dependency, so the loop vectorizes
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 8 <= N; j += 8) {
+      for (int k = 0; k < 8; ++k) {
+        const double d = static_cast<double>(p[j + k] - n[j + k]);
+        acc[k] += d * d;
+      }
     }
-    out[b] = static_cast<T>(static_cast<double>(w[t[b]]) * (acc / static_cast<double>(N)));
+    for (; j < N; ++j) {
+      const double d = static_cast<double>(p[j] - n[j]);
+      acc[0] += d * d;
+    }
+    const double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    out[b] = static_cast<T>(static_cast<double>(w[t[b]]) * (sum / static_cast<double>(N)));
   }
 }
 
@@ -106,7 +120,7 @@ template <typename T>
 void diffusion_hybrid_fwd_cpu(const T* model_out, const T* x0, const T* xt, const T* noise,
                               const int64_t* t, const T* tab, int64_t nT, const T* w, double vb_weight,
                               T* out, int64_t B, int64_t N) {
-#pragma omp parallel for schedule(static) if (B * N > kParallelMin / 4)
+#pragma omp parallel for schedule(static) if (B * N >= kParallelMinHybrid)
   for (int64_t b = 0; b < B; ++b) {
     const diff::VbCoefs<T> c = diff::vb_coefs(tab, nT, t[b]);
     const T* e = model_out + b * 2 * N;
@@ -141,7 +155,7 @@ void diffusion_hybrid_bwd_cpu(const T* model_out, const T* x0, const T* xt, cons
       ge[j] = se * (e[j] - noise[o + j]);
       gv[j] = sv * diff::vb_elem(x0[o + j], xt[o + j], e[j], v[j], c).d_v;
     }
-  });
+  }, kParallelMinHybrid);
 }
 
 #define GM_DIFFUSION_INSTANTIATE(T)                                                                 \

@@ -23,13 +23,13 @@ struct Lse {
   __device__ void push(T v) {
     if (v == -T(INFINITY)) return;  // a component with zero weight adds nothing
     if (v > m) {
-      s = s * dlml::f_exp(m - v) + T(1);  // m = -inf at the start: exp(-inf) = 0
+      s = s * dlml::Libm::exp(m - v) + T(1);  // m = -inf at the start: exp(-inf) = 0
       m = v;
     } else {
-      s += dlml::f_exp(v - m);
+      s += dlml::Libm::exp(v - m);
     }
   }
-  __device__ T value() const { return m + dlml::f_log(s); }
+  __device__ T value() const { return m + dlml::Libm::log(s); }
 };
 
 template <typename T, bool kGrad>
@@ -38,7 +38,6 @@ __global__ void dlml_kernel(const T* __restrict__ x, const T* __restrict__ param
                             int64_t N, dlml::Consts<T> kc) {
   using namespace dlml;
   const int64_t P = int64_t(K) * params_per_component(C);
-  const T lo = T(kLogScaleMin);
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < B * N;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = idx / N, n = idx % N;
@@ -56,16 +55,14 @@ __global__ void dlml_kernel(const T* __restrict__ x, const T* __restrict__ param
         T mu = pb[mo];
         T th[2] = {T(0), T(0)};
         for (int j = 0; j < c; ++j) {
-          th[j] = f_tanh(pb[(coeff_ch(q0 + j, C, K) + k) * N]);
+          th[j] = Libm::tanh(pb[(coeff_ch(q0 + j, C, K) + k) * N]);
           mu += th[j] * xs[j];
         }
-        const T raw = pb[so];
-        const T s = raw < lo ? lo : raw;
-        const Term<T> tm = bin_term<T, kGrad>(xs[c], mu, s, kc);
+        const Term<T> tm = bin_term<T, kGrad, Libm>(xs[c], mu, pb[so], kc);
         acc += tm.logp;
         if (kGrad) {
           gb[mo] = tm.dmu;
-          gb[so] = raw >= lo ? tm.ds : T(0);
+          gb[so] = tm.ds;
           for (int j = 0; j < c; ++j)
             gb[(coeff_ch(q0 + j, C, K) + k) * N] = tm.dmu * (T(1) - th[j] * th[j]) * xs[j];
         }
@@ -80,8 +77,8 @@ __global__ void dlml_kernel(const T* __restrict__ x, const T* __restrict__ param
     nll[b * N + n] = lse1 - lse2;
     if (kGrad) {
       for (int k = 0; k < K; ++k) {
-        const T w = f_exp(gb[k * N] - lse2);
-        gb[k * N] = f_exp(pb[k * N] - lse1) - w;
+        const T w = Libm::exp(gb[k * N] - lse2);
+        gb[k * N] = Libm::exp(pb[k * N] - lse1) - w;
         for (int c = 0; c < C; ++c) {
           gb[(mean_ch(c, C, K) + k) * N] *= -w;
           gb[(lscale_ch(c, C, K) + k) * N] *= -w;

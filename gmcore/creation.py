@@ -17,6 +17,8 @@ def _to_array(data, dtype, device, copy=True):
     """Turn user data into an array on ``device`` with PyTorch's dtype inference."""
     if isinstance(data, Tensor):
         data = data.data
+    if isinstance(data, np.generic):  # a NumPy scalar keeps its dtype (torch.tensor(np.float64(1)))
+        data = np.asarray(data)
     if isinstance(data, np.ndarray) or backend._is_cupy_array(data):
         arr = data
         if dtype is not None:

@@ -96,7 +96,7 @@ class DigitsFeatures:
         return float((self._forward(images)[1].numpy().argmax(1) == np.asarray(labels)).mean())
 
 
-def _train_classifier(steps: int = 1500, seed: int = 0) -> dict[str, np.ndarray]:
+def _train_classifier(steps: int = 800, seed: int = 0) -> dict[str, np.ndarray]:
     """Train the feature classifier on the digits training split (fixed seed, float64)."""
     from .data.digits import load_digits_arrays
     from .optim import Adam

@@ -20,7 +20,7 @@ def image_grid(images, nrow: int | None = None, padding: int = 1, pad_value: flo
     """Tile images (N, C, H, W) with values in [0, 1] into one (H', W', C) uint8 array.
 
     >>> image_grid(np.zeros((4, 1, 2, 2)), nrow=2).shape
-    (5, 5, 1)
+    (7, 7, 1)
     """
     if isinstance(images, Tensor):
         images = images.detach().cpu().numpy()

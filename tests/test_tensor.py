@@ -305,3 +305,10 @@ def test_dlpack_exchange_with_torch():
     assert t[0].item() == 9.0 and g.dtype == gm.float32  # zero copy, torch -> gmcore
     back = torch.from_dlpack(gm.ones(2, 2, dtype=gm.float64))
     assert back.dtype == torch.float64 and back.sum().item() == 4.0
+
+
+def test_tensor_from_numpy_scalar_keeps_dtype():
+    # torch.tensor(np.float64(x)) is float64: NumPy scalars carry their dtype like 0-d arrays
+    assert gm.tensor(np.float64(1.5)).dtype == gm.float64
+    assert gm.tensor(np.int32(3)).dtype == gm.int32
+    assert gm.tensor(1.5).dtype == gm.float32          # Python floats take the default dtype

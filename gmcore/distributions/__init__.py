@@ -15,7 +15,8 @@ from .normal import Normal
 from .bernoulli import Bernoulli
 from .categorical import Categorical
 from .logistic import Logistic
+from .dlml import DiscretizedLogisticMixture
 from .kl import kl_divergence, register_kl
 
 __all__ = ["Distribution", "Normal", "Bernoulli", "Categorical", "Logistic", "kl_divergence",
-           "register_kl", "constraints"]
+           "register_kl", "constraints", "DiscretizedLogisticMixture"]

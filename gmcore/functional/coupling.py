@@ -35,10 +35,11 @@ Implementations (``coupling`` kernel family; all take C-contiguous (B, N) float3
 arrays; ``fn`` is 0 = exp, 1 = sigmoid, 2 = tanh)::
 
     forward(x, r, b, fn, inverse)          -> (y, logdet[B])
-    backward(a, r, g, g_logdet, fn, inverse) -> (d_in, d_r, d_shift)
+    backward(a, r, g, g_logdet, fn, inverse) -> (d_in, d_r, d_shift or None)
 
 where ``a`` is the op's input ``x`` for the forward direction and its *output* ``x`` for the
-inverse (the factor each needs to differentiate ``s``). Backward derivation, with
+inverse (the factor each needs to differentiate ``s``); ``d_shift`` is None in the forward
+direction, where it equals ``g`` (passed on without a copy: one array less to write). Backward derivation, with
 ``dlog s/dr`` = 1 | ``sigmoid(-(r + 2))`` | ``1 - tanh(r)^2`` and ``ds/dr = s dlog s/dr``:
 
 * forward, ``y = x s + b``:  ``d_x = g s``, ``d_b = g``, ``d_r = (g x s + g_ld) dlog s/dr``;
@@ -121,7 +122,7 @@ def affine_coupling_backward_reference(a, r, g, g_ld, fn, inverse):
     if inverse:
         d_in = g * inv_s
         return d_in, -(g * a + gl) * dlog, -d_in
-    return g * s, (g * a * s + gl) * dlog, g.copy()
+    return g * s, (g * a * s + gl) * dlog, None  # d_shift = g: callers pass g on
 
 
 # ---- loaders and registration -----------------------------------------------------------------
@@ -174,10 +175,12 @@ def _load_cuda():
     def backward(a, r, g, g_ld, fn, inverse):
         bsz, n = a.shape
         with a.device:
-            d_in, d_r, d_b = cp.empty_like(a), cp.empty_like(a), cp.empty_like(a)
+            d_in, d_r = cp.empty_like(a), cp.empty_like(a)
+            d_b = cp.empty_like(a) if inverse else None  # forward: d_shift = g
             stream = cp.cuda.get_current_stream().ptr
             _C.coupling_backward_cuda(a.data.ptr, r.data.ptr, g.data.ptr, g_ld.data.ptr,
-                                      d_in.data.ptr, d_r.data.ptr, d_b.data.ptr, bsz, n, int(fn),
+                                      d_in.data.ptr, d_r.data.ptr,
+                                      0 if d_b is None else d_b.data.ptr, bsz, n, int(fn),
                                       bool(inverse), a.dtype.name, stream)
         return d_in, d_r, d_b
 
@@ -225,7 +228,10 @@ class AffineCoupling(Function):
         _, bwd = ctx.impl
         xp = backend.xp_of(a)
         g_ld = xp.ascontiguousarray(g_ld)
-        d_in, d_r, d_b = bwd(_c2d(a), _c2d(r), _c2d(g_y), g_ld, ctx.fn, ctx.inverse)
+        g2 = _c2d(g_y)
+        d_in, d_r, d_b = bwd(_c2d(a), _c2d(r), g2, g_ld, ctx.fn, ctx.inverse)
+        if d_b is None:  # forward direction: d_shift = g_y
+            d_b = g2
         shape = a.shape
         need = ctx.needs_input_grad
         return (d_in.reshape(shape) if need[0] else None, d_r.reshape(shape) if need[1] else None,
@@ -257,16 +263,14 @@ def _coupling_tensor_ops(x, r, b, fn, inverse):
 
 # ---- the public ops ---------------------------------------------------------------------------
 
-def _check(name, t, x):
-    from ..tensor import Tensor
-
+def _check(name, t, x, Tensor):
     if not isinstance(t, Tensor):
         raise TypeError(f"affine_coupling: {name} must be a Tensor or None, got {type(t).__name__}")
     if tuple(t.shape) != tuple(x.shape):
         raise ValueError(f"affine_coupling: {name} has shape {tuple(t.shape)} but x_b has shape "
                          f"{tuple(x.shape)}; they must match (the coupling network's output "
                          "for each element of x_b)")
-    if not t.dtype.is_floating_point:
+    if t.data.dtype.kind != "f":
         raise TypeError(f"affine_coupling: {name} must be floating point, got {t.dtype}")
 
 
@@ -314,11 +318,12 @@ def affine_coupling(x_b, log_scale_raw, shift, scale_fn="exp", inverse=False):
                          f"got {scale_fn!r}")
     for name, t in (("log_scale_raw", log_scale_raw), ("shift", shift)):
         if t is not None:
-            _check(name, t, x_b)
-    present = [t for t in (x_b, log_scale_raw, shift) if t is not None]
-    dtype = result_type(*[t.data for t in present])
-    x_b, log_scale_raw, shift = (t if t is None or t.dtype == dtype else t.to(dtype)
-                                 for t in (x_b, log_scale_raw, shift))
+            _check(name, t, x_b, Tensor)
+    present = [t.data.dtype for t in (x_b, log_scale_raw, shift) if t is not None]
+    if any(d != present[0] for d in present):  # mixed float dtypes: promote (torch's rule)
+        dtype = result_type(*[t.data for t in (x_b, log_scale_raw, shift) if t is not None])
+        x_b, log_scale_raw, shift = (t if t is None or t.dtype == dtype else t.to(dtype)
+                                     for t in (x_b, log_scale_raw, shift))
     inverse = bool(inverse)
 
     if log_scale_raw is None:  # additive (NICE): a plain add, zero log-det

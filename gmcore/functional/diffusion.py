@@ -175,8 +175,7 @@ def _timesteps(t, batch, T, like, fn, name="t", low=0):
 def _weights(weights, T, dtype, xp, fn):
     if weights is None:
         return xp.ones(T, dtype=dtype)
-    w = weights.data if isinstance(weights, Tensor) else weights
-    w = xp.asarray(w if xp is np or not isinstance(w, np.ndarray) else w)
+    w = xp.asarray(weights.data if isinstance(weights, Tensor) else weights)
     if w.shape != (T,):
         raise ValueError(f"{fn}: weights must hold one value per timestep, shape ({T},); got "
                          f"{tuple(w.shape)}")
@@ -244,6 +243,16 @@ class QSample(Function):
         if ctx.needs_input_grad[1]:
             gb = g * Tensor(tab[1][ctx.t].reshape(shape))
         return ga, gb, None, None, None
+
+
+def _shaped(a, shape):
+    """``a`` (a fresh kernel output) reshaped in place: it stays an array that owns its data, so
+    the engine stores it as a leaf's .grad without a copy."""
+    try:
+        a.shape = shape
+        return a
+    except (AttributeError, ValueError):
+        return a.reshape(shape)
 
 
 def _flat_arr(a):
@@ -415,8 +424,8 @@ class EpsMSELoss(Function):
     def backward(ctx, g):
         pred, noise, t, w = ctx.saved_arrays
         xp = backend.xp_of(g)
-        gp = ctx.bwd(_flat_arr(pred), _flat_arr(noise), t, w,
-                     xp.ascontiguousarray(g, dtype=pred.dtype)).reshape(pred.shape)
+        gp = _shaped(ctx.bwd(_flat_arr(pred), _flat_arr(noise), t, w,
+                             xp.ascontiguousarray(g, dtype=pred.dtype)), pred.shape)
         gn = -gp if ctx.needs_input_grad[1] else None
         return gp, gn, None, None, None, None
 
@@ -480,7 +489,7 @@ class HybridLoss(Function):
         xp = backend.xp_of(g)
         go = ctx.bwd(_flat_arr(out), _flat_arr(x0), _flat_arr(xt), _flat_arr(noise), t, tab, w,
                      ctx.vb_weight, xp.ascontiguousarray(g, dtype=out.dtype))
-        return (go.reshape(out.shape),) + (None,) * 9
+        return (_shaped(go, out.shape),) + (None,) * 9
 
 
 def hybrid_loss(model_out, x0, x_t, noise, t, schedule, weights=None, vb_weight=1.0,

@@ -15,9 +15,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["coupling_forward", "coupling_backward", "CHUNK"]
+__all__ = ["coupling_forward", "coupling_backward", "CHUNK", "PARALLEL_MIN"]
 
 CHUNK = 4096  # elements per task: big enough to amortise scheduling, small enough to balance
+PARALLEL_MIN = 32768  # below this many elements the serial kernels run
 _JIT = dict(cache=True, error_model="numpy", fastmath={"nsz", "arcp", "contract", "reassoc"})
 
 
@@ -38,54 +39,80 @@ def _parts(r, fn, one):
     return math.exp(t), math.exp(-t), t, (one + one) * (one + one) * v / ((one + v) * (one + v))
 
 
+_INLINE = {k: v for k, v in _JIT.items() if k != "cache"}
+
+
+@njit(inline="always", **_INLINE)
+def _forward_task(x, r, b, y, partial, fn, inverse, one, chunk, nch, task):
+    i = task // nch
+    lo = (task - i * nch) * chunk
+    hi = min(lo + chunk, x.shape[1])
+    acc = 0.0
+    if inverse:
+        for j in range(lo, hi):
+            s, inv, ls, _ = _parts(r[i, j], fn, one)
+            y[i, j] = (x[i, j] - b[i, j]) * inv
+            acc += ls
+        partial[i, task - i * nch] = -acc
+    else:
+        for j in range(lo, hi):
+            s, inv, ls, _ = _parts(r[i, j], fn, one)
+            y[i, j] = x[i, j] * s + b[i, j]
+            acc += ls
+        partial[i, task - i * nch] = acc
+
+
+@njit(inline="always", **_INLINE)
+def _backward_task(a, r, g, gld, d_in, d_r, d_b, fn, inverse, one, chunk, nch, task):
+    i = task // nch
+    lo = (task - i * nch) * chunk
+    hi = min(lo + chunk, a.shape[1])
+    gl = gld[i]
+    if inverse:
+        for j in range(lo, hi):
+            s, inv, ls, dl = _parts(r[i, j], fn, one)
+            gj = g[i, j]
+            dx = gj * inv
+            d_in[i, j] = dx
+            d_b[i, j] = -dx
+            d_r[i, j] = -(gj * a[i, j] + gl) * dl
+    else:
+        for j in range(lo, hi):
+            s, inv, ls, dl = _parts(r[i, j], fn, one)
+            gj = g[i, j]
+            gs = gj * s
+            d_in[i, j] = gs
+            d_r[i, j] = (gs * a[i, j] + gl) * dl  # d_shift = g: not written
+
+
+# parallel kernels for large inputs; serial twins for small ones, where waking the thread pool
+# costs more than the work (and on a busy machine can cost a whole scheduler time slice)
 @njit(parallel=True, **_JIT)
-def _forward(x, r, b, y, partial, fn, inverse, one, chunk):
-    rows, n = x.shape
+def _forward_par(x, r, b, y, partial, fn, inverse, one, chunk):
     nch = partial.shape[1]
-    for task in prange(rows * nch):
-        i = task // nch
-        lo = (task - i * nch) * chunk
-        hi = min(lo + chunk, n)
-        acc = 0.0
-        if inverse:
-            for j in range(lo, hi):
-                s, inv, ls, _ = _parts(r[i, j], fn, one)
-                y[i, j] = (x[i, j] - b[i, j]) * inv
-                acc += ls
-            partial[i, task - i * nch] = -acc
-        else:
-            for j in range(lo, hi):
-                s, inv, ls, _ = _parts(r[i, j], fn, one)
-                y[i, j] = x[i, j] * s + b[i, j]
-                acc += ls
-            partial[i, task - i * nch] = acc
+    for task in prange(x.shape[0] * nch):
+        _forward_task(x, r, b, y, partial, fn, inverse, one, chunk, nch, task)
+
+
+@njit(**_JIT)
+def _forward_ser(x, r, b, y, partial, fn, inverse, one, chunk):
+    nch = partial.shape[1]
+    for task in range(x.shape[0] * nch):
+        _forward_task(x, r, b, y, partial, fn, inverse, one, chunk, nch, task)
 
 
 @njit(parallel=True, **_JIT)
-def _backward(a, r, g, gld, d_in, d_r, d_b, fn, inverse, one, chunk):
-    rows, n = a.shape
-    nch = (n + chunk - 1) // chunk
-    for task in prange(rows * nch):
-        i = task // nch
-        lo = (task - i * nch) * chunk
-        hi = min(lo + chunk, n)
-        gl = gld[i]
-        if inverse:
-            for j in range(lo, hi):
-                s, inv, ls, dl = _parts(r[i, j], fn, one)
-                gj = g[i, j]
-                dx = gj * inv
-                d_in[i, j] = dx
-                d_b[i, j] = -dx
-                d_r[i, j] = -(gj * a[i, j] + gl) * dl
-        else:
-            for j in range(lo, hi):
-                s, inv, ls, dl = _parts(r[i, j], fn, one)
-                gj = g[i, j]
-                gs = gj * s
-                d_in[i, j] = gs
-                d_b[i, j] = gj
-                d_r[i, j] = (gs * a[i, j] + gl) * dl
+def _backward_par(a, r, g, gld, d_in, d_r, d_b, fn, inverse, one, chunk):
+    nch = max(1, (a.shape[1] + chunk - 1) // chunk)
+    for task in prange(a.shape[0] * nch):
+        _backward_task(a, r, g, gld, d_in, d_r, d_b, fn, inverse, one, chunk, nch, task)
+
+
+@njit(**_JIT)
+def _backward_ser(a, r, g, gld, d_in, d_r, d_b, fn, inverse, one, chunk):
+    nch = max(1, (a.shape[1] + chunk - 1) // chunk)
+    for task in range(a.shape[0] * nch):
+        _backward_task(a, r, g, gld, d_in, d_r, d_b, fn, inverse, one, chunk, nch, task)
 
 
 def _check(name, arr, like=None):
@@ -105,12 +132,14 @@ def coupling_forward(x, r, b, fn, inverse):
     nch = max(1, -(-n // CHUNK))
     y = np.empty_like(x)
     partial = np.empty((rows, nch), np.float64)
-    _forward(x, r, b, y, partial, int(fn), bool(inverse), x.dtype.type(1), CHUNK)
+    kernel = _forward_par if x.size >= PARALLEL_MIN else _forward_ser
+    kernel(x, r, b, y, partial, int(fn), bool(inverse), x.dtype.type(1), CHUNK)
     return y, partial.sum(axis=1).astype(x.dtype)
 
 
 def coupling_backward(a, r, g, gld, fn, inverse):
-    """-> ``(d_in, d_r, d_shift)``; ``a`` is the op's input (forward) or output (inverse)."""
+    """-> ``(d_in, d_r, d_shift)``; ``a`` is the op's input (forward) or output (inverse);
+    ``d_shift`` is None in the forward direction (it is ``g`` itself)."""
     _check("a", a)
     _check("r", r, a)
     _check("g", g, a)
@@ -118,6 +147,8 @@ def coupling_backward(a, r, g, gld, fn, inverse):
         raise ValueError(f"coupling (numba): g_logdet must have shape ({a.shape[0]},), "
                          f"got {gld.shape}")
     gld = np.ascontiguousarray(gld, dtype=a.dtype)
-    d_in, d_r, d_b = np.empty_like(a), np.empty_like(a), np.empty_like(a)
-    _backward(a, r, g, gld, d_in, d_r, d_b, int(fn), bool(inverse), a.dtype.type(1), CHUNK)
-    return d_in, d_r, d_b
+    d_in, d_r = np.empty_like(a), np.empty_like(a)
+    d_b = np.empty_like(a) if inverse else np.empty((0, 0), a.dtype)  # forward: d_shift = g
+    kernel = _backward_par if a.size >= PARALLEL_MIN else _backward_ser
+    kernel(a, r, g, gld, d_in, d_r, d_b, int(fn), bool(inverse), a.dtype.type(1), CHUNK)
+    return d_in, d_r, (d_b if inverse else None)

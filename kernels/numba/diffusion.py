@@ -26,6 +26,7 @@ Hybrid backward, per element of an example with weight ``c = g_b w[t_b]``:
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 from numba import njit, prange
@@ -42,6 +43,12 @@ _A = 0.044715
 _LN2 = math.log(2.0)
 
 _JIT = dict(parallel=True, cache=True, nogil=True)
+_JIT_SERIAL = dict(cache=True, nogil=True)
+# Work (elements) from which the parallel variant runs. The elementwise ops are memory-bound:
+# one core nearly saturates its share of bandwidth, and on a busy machine a parallel region
+# waits for every worker to be scheduled (milliseconds). The hybrid loss (~20 transcendental
+# calls per element) passes 32x its size as work: parallel from 2^15 elements.
+_PARALLEL_MIN = 1 << 20
 _JIT_INLINE = dict(cache=True, inline="always")
 
 
@@ -69,7 +76,6 @@ def _clip1(x):
 
 # ---- elementwise -----------------------------------------------------------------------------
 
-@njit(**_JIT)
 def _q_sample(x0, noise, t, tab, out):
     B, N = x0.shape
     nc = (N + _CHUNK - 1) // _CHUNK
@@ -81,7 +87,6 @@ def _q_sample(x0, noise, t, tab, out):
             out[b, j] = a * x0[b, j] + s * noise[b, j]
 
 
-@njit(**_JIT)
 def _predict_x0(xt, eps, t, tab, clip, out):
     B, N = xt.shape
     nc = (N + _CHUNK - 1) // _CHUNK
@@ -94,7 +99,6 @@ def _predict_x0(xt, eps, t, tab, clip, out):
             out[b, j] = _clip1(x0) if clip else x0
 
 
-@njit(**_JIT)
 def _ddpm_step(xt, mo, noise, t, tab, var_code, clip, out):
     B, N = xt.shape
     nc = (N + _CHUNK - 1) // _CHUNK
@@ -107,6 +111,7 @@ def _ddpm_step(xt, mo, noise, t, tab, var_code, clip, out):
         c1, c2 = tab[_COEF1, tb], tab[_COEF2, tb]
         lo, hi = tab[_POST_LOGVAR, tb], tab[_LOG_BETA, tb]
         fixed = tab[_LARGE_LOGVAR, tb] if var_code == 1 else lo
+        std = math.exp(fixed * half)  # one exp per example for the fixed variance types
         final = tb == 0
         for j in range(c * _CHUNK, min(N, (c + 1) * _CHUNK)):
             x = xt[b, j]
@@ -120,9 +125,9 @@ def _ddpm_step(xt, mo, noise, t, tab, var_code, clip, out):
             if var_code == 2:
                 frac = (mo[b, N + j] + one) * half
                 lv = frac * hi + (one - frac) * lo
+                out[b, j] = mean + math.exp(lv * half) * noise[b, j]
             else:
-                lv = fixed
-            out[b, j] = mean + math.exp(lv * half) * noise[b, j]
+                out[b, j] = mean + std * noise[b, j]
 
 
 @njit(cache=True)
@@ -143,7 +148,6 @@ def _ddim_coefs(t, tp, tab, eta, coefs):
         coefs[b, 2] = sigma
 
 
-@njit(**_JIT)
 def _ddim_step(xt, eps, noise, t, tab, coefs, clip, out):
     B, N = xt.shape
     nc = (N + _CHUNK - 1) // _CHUNK
@@ -164,18 +168,29 @@ def _ddim_step(xt, eps, noise, t, tab, coefs, clip, out):
 
 # ---- losses ------------------------------------------------------------------------------------
 
-@njit(**_JIT)
 def _eps_loss_fwd(pred, noise, t, w, out):
     B, N = pred.shape
     for b in prange(B):
-        acc = 0.0
-        for j in range(N):
-            d = pred[b, j] - noise[b, j]
-            acc += d * d
-        out[b] = w[t[b]] * (acc / N)
+        # 4 independent partial sums: no loop-carried dependency, so the loop vectorizes
+        a0 = a1 = a2 = a3 = 0.0
+        j = 0
+        while j + 4 <= N:
+            d0 = np.float64(pred[b, j] - noise[b, j])
+            d1 = np.float64(pred[b, j + 1] - noise[b, j + 1])
+            d2 = np.float64(pred[b, j + 2] - noise[b, j + 2])
+            d3 = np.float64(pred[b, j + 3] - noise[b, j + 3])
+            a0 += d0 * d0
+            a1 += d1 * d1
+            a2 += d2 * d2
+            a3 += d3 * d3
+            j += 4
+        while j < N:
+            d0 = np.float64(pred[b, j] - noise[b, j])
+            a0 += d0 * d0
+            j += 1
+        out[b] = w[t[b]] * (((a0 + a1) + (a2 + a3)) / N)
 
 
-@njit(**_JIT)
 def _eps_loss_bwd(pred, noise, t, w, g, out):
     B, N = pred.shape
     nc = (N + _CHUNK - 1) // _CHUNK
@@ -240,7 +255,6 @@ def _vb_elem(x0, xt, eps, v, sr, srm1, c1, c2, lo, hi, t0):
     return -lpb, -dlds * half * dlp
 
 
-@njit(**_JIT)
 def _hybrid_fwd(out, x0, xt, noise, t, tab, w, vb_weight, res):
     B, N = x0.shape
     for b in prange(B):
@@ -260,7 +274,6 @@ def _hybrid_fwd(out, x0, xt, noise, t, tab, w, vb_weight, res):
         res[b] = w[tb] * (mse / N + vb_weight * (vb / N / _LN2))
 
 
-@njit(**_JIT)
 def _hybrid_bwd(out, x0, xt, noise, t, tab, w, vb_weight, g, grad):
     B, N = x0.shape
     nc = (N + _CHUNK - 1) // _CHUNK
@@ -281,23 +294,42 @@ def _hybrid_bwd(out, x0, xt, noise, t, tab, w, vb_weight, g, grad):
             grad[b, N + j] = sv * dv
 
 
+def _renamed(fn, suffix):
+    """A copy of ``fn`` under another qualname, so numba caches its variants apart."""
+    g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__,
+                           fn.__closure__)
+    g.__qualname__ = fn.__qualname__ + suffix
+    return g
+
+
+# Each kernel compiled twice: a serial variant (prange runs as range) and a parallel one.
+_KERNELS = {}
+for _fn in (_q_sample, _predict_x0, _ddpm_step, _ddim_step, _eps_loss_fwd, _eps_loss_bwd,
+            _hybrid_fwd, _hybrid_bwd):
+    _KERNELS[_fn.__name__] = (njit(**_JIT_SERIAL)(_renamed(_fn, "_serial")), njit(**_JIT)(_fn))
+
+
+def _k(name, work):
+    return _KERNELS[name][work >= _PARALLEL_MIN]
+
+
 # ---- launchers (arrays in, arrays out) ----------------------------------------------------------
 
 def q_sample(x0, noise, t, tab):
     out = np.empty_like(x0)
-    _q_sample(x0, noise, t, tab, out)
+    _k("_q_sample", out.size)(x0, noise, t, tab, out)
     return out
 
 
 def predict_x0(xt, eps, t, tab, clip):
     out = np.empty_like(xt)
-    _predict_x0(xt, eps, t, tab, bool(clip), out)
+    _k("_predict_x0", out.size)(xt, eps, t, tab, bool(clip), out)
     return out
 
 
 def ddpm_step(xt, model_out, noise, t, tab, var_code, clip):
     out = np.empty_like(xt)
-    _ddpm_step(xt, model_out, noise, t, tab, int(var_code), bool(clip), out)
+    _k("_ddpm_step", out.size)(xt, model_out, noise, t, tab, int(var_code), bool(clip), out)
     return out
 
 
@@ -305,29 +337,29 @@ def ddim_step(xt, eps, noise, t, t_prev, tab, eta, clip):
     coefs = np.empty((xt.shape[0], 3), dtype=xt.dtype)
     _ddim_coefs(t, t_prev, tab, xt.dtype.type(eta), coefs)
     out = np.empty_like(xt)
-    _ddim_step(xt, eps, noise, t, tab, coefs, bool(clip), out)
+    _k("_ddim_step", out.size)(xt, eps, noise, t, tab, coefs, bool(clip), out)
     return out
 
 
 def eps_loss_fwd(pred, noise, t, w):
     out = np.empty(pred.shape[0], dtype=pred.dtype)
-    _eps_loss_fwd(pred, noise, t, w, out)
+    _k("_eps_loss_fwd", pred.size)(pred, noise, t, w, out)
     return out
 
 
 def eps_loss_bwd(pred, noise, t, w, g):
     out = np.empty_like(pred)
-    _eps_loss_bwd(pred, noise, t, w, g, out)
+    _k("_eps_loss_bwd", out.size)(pred, noise, t, w, g, out)
     return out
 
 
 def hybrid_fwd(model_out, x0, xt, noise, t, tab, w, vb_weight):
     res = np.empty(x0.shape[0], dtype=x0.dtype)
-    _hybrid_fwd(model_out, x0, xt, noise, t, tab, w, float(vb_weight), res)
+    _k("_hybrid_fwd", 32 * x0.size)(model_out, x0, xt, noise, t, tab, w, float(vb_weight), res)
     return res
 
 
 def hybrid_bwd(model_out, x0, xt, noise, t, tab, w, vb_weight, g):
     grad = np.empty_like(model_out)
-    _hybrid_bwd(model_out, x0, xt, noise, t, tab, w, float(vb_weight), g, grad)
+    _k("_hybrid_bwd", 32 * x0.size)(model_out, x0, xt, noise, t, tab, w, float(vb_weight), g, grad)
     return grad

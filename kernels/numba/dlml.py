@@ -71,83 +71,106 @@ def _bin_term(x, mu, s, h, lo_edge, hi_edge, d_min, log_thr, log_half_bins):
             -inv * du, -u * du - 1.0)
 
 
-@njit(parallel=True, fastmath=_FM, cache=True)
-def _dlml_kernel(x, p, nll, grad, want_grad, K, S, h, lo_edge, hi_edge, d_min, log_thr,
-                 log_half_bins):
-    B, C, N = x.shape
+@njit(fastmath=_FM, cache=True)
+def _tile(t, x, p, nll, grad, want_grad, K, S, h, lo_edge, hi_edge, d_min, log_thr,
+          log_half_bins):
+    """One tile: example b = t // tiles, positions [n0, n0 + _TILE)."""
+    _, C, N = x.shape
     tiles = (N + _TILE - 1) // _TILE
-    for t in prange(B * tiles):
-        b = t // tiles
-        n0 = (t % tiles) * _TILE
-        nt = min(_TILE, N - n0)
-        lp = np.empty((K, _TILE))
-        el = np.empty((K, _TILE))
-        acc = np.empty(_TILE)
-        for k in range(K):
-            acc[:nt] = 0.0
-            for c in range(C):
-                mo = K + c * S + k
-                so = mo + K
-                q0 = c * (c - 1) // 2
-                for i in range(nt):
-                    n = n0 + i
-                    mu = np.float64(p[b, mo, n])
-                    th0 = 0.0
-                    th1 = 0.0
-                    if c >= 1:
-                        th0 = math.tanh(p[b, K + q0 * S + 2 * K + k, n])
-                        mu += th0 * x[b, 0, n]
-                    if c >= 2:
-                        th1 = math.tanh(p[b, K + (q0 + 1) * S + 2 * K + k, n])
-                        mu += th1 * x[b, 1, n]
-                    raw = np.float64(p[b, so, n])
-                    s = _LOG_SCALE_MIN if raw < _LOG_SCALE_MIN else raw
-                    logp, dmu, ds = _bin_term(np.float64(x[b, c, n]), mu, s, h, lo_edge, hi_edge,
-                                              d_min, log_thr, log_half_bins)
-                    acc[i] += logp
-                    if want_grad:
-                        grad[b, mo, n] = dmu
-                        grad[b, so, n] = ds if raw >= _LOG_SCALE_MIN else 0.0
-                        if c >= 1:
-                            grad[b, K + q0 * S + 2 * K + k, n] = dmu * (1.0 - th0 * th0) * x[b, 0, n]
-                        if c >= 2:
-                            grad[b, K + (q0 + 1) * S + 2 * K + k, n] = dmu * (1.0 - th1 * th1) * x[b, 1, n]
+    b = t // tiles
+    n0 = (t % tiles) * _TILE
+    nt = min(_TILE, N - n0)
+    lp = np.empty((K, _TILE))
+    el = np.empty((K, _TILE))
+    acc = np.empty(_TILE)
+    for k in range(K):
+        acc[:nt] = 0.0
+        for c in range(C):
+            mo = K + c * S + k
+            so = mo + K
+            q0 = c * (c - 1) // 2
             for i in range(nt):
-                lp[k, i] = p[b, k, n0 + i] + acc[i]
+                n = n0 + i
+                mu = np.float64(p[b, mo, n])
+                th0 = 0.0
+                th1 = 0.0
+                if c >= 1:
+                    th0 = math.tanh(p[b, K + q0 * S + 2 * K + k, n])
+                    mu += th0 * x[b, 0, n]
+                if c >= 2:
+                    th1 = math.tanh(p[b, K + (q0 + 1) * S + 2 * K + k, n])
+                    mu += th1 * x[b, 1, n]
+                raw = np.float64(p[b, so, n])
+                s = _LOG_SCALE_MIN if raw < _LOG_SCALE_MIN else raw
+                logp, dmu, ds = _bin_term(np.float64(x[b, c, n]), mu, s, h, lo_edge, hi_edge,
+                                          d_min, log_thr, log_half_bins)
+                acc[i] += logp
+                if want_grad:
+                    grad[b, mo, n] = dmu
+                    grad[b, so, n] = ds if raw >= _LOG_SCALE_MIN else 0.0
+                    if c >= 1:
+                        grad[b, K + q0 * S + 2 * K + k, n] = dmu * (1.0 - th0 * th0) * x[b, 0, n]
+                    if c >= 2:
+                        grad[b, K + (q0 + 1) * S + 2 * K + k, n] = dmu * (1.0 - th1 * th1) * x[b, 1, n]
         for i in range(nt):
-            n = n0 + i
-            m1 = np.float64(p[b, 0, n])
-            m2 = lp[0, i]
-            for k in range(1, K):
-                m1 = max(m1, p[b, k, n])
-                m2 = max(m2, lp[k, i])
-            s1 = 0.0
-            s2 = 0.0
-            for k in range(K):
-                e1 = math.exp(p[b, k, n] - m1)
-                e2 = math.exp(lp[k, i] - m2)
-                el[k, i] = e1
-                lp[k, i] = e2
-                s1 += e1
-                s2 += e2
-            nll[b, n] = (m1 + math.log(s1)) - (m2 + math.log(s2))
-            if want_grad:
-                for k in range(K):
-                    el[k, i] /= s1
-                    lp[k, i] /= s2
+            lp[k, i] = p[b, k, n0 + i] + acc[i]
+    for i in range(nt):
+        n = n0 + i
+        m1 = np.float64(p[b, 0, n])
+        m2 = lp[0, i]
+        for k in range(1, K):
+            m1 = max(m1, p[b, k, n])
+            m2 = max(m2, lp[k, i])
+        s1 = 0.0
+        s2 = 0.0
+        for k in range(K):
+            e1 = math.exp(p[b, k, n] - m1)
+            e2 = math.exp(lp[k, i] - m2)
+            el[k, i] = e1
+            lp[k, i] = e2
+            s1 += e1
+            s2 += e2
+        nll[b, n] = (m1 + math.log(s1)) - (m2 + math.log(s2))
         if want_grad:
             for k in range(K):
+                el[k, i] /= s1
+                lp[k, i] /= s2
+    if want_grad:
+        for k in range(K):
+            for i in range(nt):
+                grad[b, k, n0 + i] = el[k, i] - lp[k, i]
+            for c in range(C):
+                mo = K + c * S + k
                 for i in range(nt):
-                    grad[b, k, n0 + i] = el[k, i] - lp[k, i]
-                for c in range(C):
-                    mo = K + c * S + k
-                    for i in range(nt):
-                        grad[b, mo, n0 + i] *= -lp[k, i]
-                        grad[b, mo + K, n0 + i] *= -lp[k, i]
-                for q in range(C * (C - 1) // 2):
-                    co = K + q * S + 2 * K + k
-                    for i in range(nt):
-                        grad[b, co, n0 + i] *= -lp[k, i]
+                    grad[b, mo, n0 + i] *= -lp[k, i]
+                    grad[b, mo + K, n0 + i] *= -lp[k, i]
+            for q in range(C * (C - 1) // 2):
+                co = K + q * S + 2 * K + k
+                for i in range(nt):
+                    grad[b, co, n0 + i] *= -lp[k, i]
+
+
+@njit(parallel=True, fastmath=_FM, cache=True)
+def _run_parallel(x, p, nll, grad, want_grad, K, S, h, lo_edge, hi_edge, d_min, log_thr,
+                  log_half_bins):
+    tiles = (x.shape[2] + _TILE - 1) // _TILE
+    for t in prange(x.shape[0] * tiles):
+        _tile(t, x, p, nll, grad, want_grad, K, S, h, lo_edge, hi_edge, d_min, log_thr,
+              log_half_bins)
+
+
+@njit(fastmath=_FM, cache=True)
+def _run_serial(x, p, nll, grad, want_grad, K, S, h, lo_edge, hi_edge, d_min, log_thr,
+                log_half_bins):
+    tiles = (x.shape[2] + _TILE - 1) // _TILE
+    for t in range(x.shape[0] * tiles):
+        _tile(t, x, p, nll, grad, want_grad, K, S, h, lo_edge, hi_edge, d_min, log_thr,
+              log_half_bins)
+
+
+# Below this many (position, component, channel) terms the thread pool's wake-up costs more
+# than the work (measured: ~10 ms on a busy 2-core machine for a few thousand terms).
+_PARALLEL_MIN_TERMS = 1 << 16
 
 
 def dlml_forward(x3, p3, num_bins, want_grad):
@@ -164,7 +187,8 @@ def dlml_forward(x3, p3, num_bins, want_grad):
     nll = np.empty((B, N), dtype=p3.dtype)
     grad = np.empty_like(p3) if want_grad else np.empty((0, 0, 0), dtype=p3.dtype)
     dt = p3.dtype.type  # edges and thresholds rounded to the data dtype, as the reference does
-    _dlml_kernel(np.ascontiguousarray(x3), np.ascontiguousarray(p3), nll, grad, bool(want_grad),
-                 K, S, h, float(dt(-1.0 + h)), float(dt(1.0 - h)), float(dt(4.0 * thr)),
-                 float(dt(math.log(thr))), math.log((num_bins - 1) / 2.0))
+    run = _run_parallel if B * N * K * C >= _PARALLEL_MIN_TERMS else _run_serial
+    run(np.ascontiguousarray(x3), np.ascontiguousarray(p3), nll, grad, bool(want_grad),
+        K, S, h, float(dt(-1.0 + h)), float(dt(1.0 - h)), float(dt(4.0 * thr)),
+        float(dt(math.log(thr))), math.log((num_bins - 1) / 2.0))
     return nll, (grad if want_grad else None)

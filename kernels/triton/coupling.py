@@ -90,13 +90,12 @@ def _coupling_bwd_kernel(a_ptr, r_ptr, g_ptr, gl_ptr, din_ptr, dr_ptr, db_ptr, t
         d_in = g * inv
         d_b = -d_in
         d_r = -(g * a + gl) * dlog
-    else:
+        tl.store(db_ptr + offs, d_b, mask=mask)
+    else:  # d_shift = g: the caller passes g on, nothing to write
         d_in = g * s
-        d_b = g
         d_r = (d_in * a + gl) * dlog
     tl.store(din_ptr + offs, d_in, mask=mask)
     tl.store(dr_ptr + offs, d_r, mask=mask)
-    tl.store(db_ptr + offs, d_b, mask=mask)
 
 
 def _xp(a):
@@ -134,17 +133,20 @@ def coupling_forward(x, r, b, fn, inverse):
 
 
 def coupling_backward(a, r, g, gl, fn, inverse):
-    """-> ``(d_in, d_r, d_shift)``; ``a`` is the op's input (forward) or output (inverse)."""
+    """-> ``(d_in, d_r, d_shift)``; ``a`` is the op's input (forward) or output (inverse);
+    ``d_shift`` is None in the forward direction (it is ``g`` itself)."""
     xp = _xp(a)
     rows, n = (int(v) for v in a.shape)
-    d_in, d_r, d_b = xp.empty_like(a), xp.empty_like(a), xp.empty_like(a)
+    d_in, d_r = xp.empty_like(a), xp.empty_like(a)
+    d_b = xp.empty_like(a) if inverse else None  # forward: d_shift = g
     total = rows * n
     if total == 0:
         return d_in, d_r, d_b
     gl = xp.ascontiguousarray(gl, dtype=a.dtype)
     block = _block(total, 1024)
     _coupling_bwd_kernel[(cdiv(total, block),)](tl_arg(a), tl_arg(r), tl_arg(g), tl_arg(gl),
-                                                tl_arg(d_in), tl_arg(d_r), tl_arg(d_b), total, n,
+                                                tl_arg(d_in), tl_arg(d_r),
+                                                tl_arg(d_in if d_b is None else d_b), total, n,
                                                 FN=int(fn), INV=bool(inverse), BLOCK=block)
     return d_in, d_r, d_b
 

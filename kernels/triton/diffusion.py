@@ -34,6 +34,7 @@ _LARGE_LOGVAR = tl.constexpr(8)
 _ACP = tl.constexpr(9)
 _ONE_M_ACP = tl.constexpr(10)
 _LN2 = tl.constexpr(0.6931471805599453)
+_LOG_MIN = tl.constexpr(-27.631021115928547)  # log(1e-12)
 BLOCK = 1024
 LOSS_BLOCK = 1024
 
@@ -207,7 +208,6 @@ def _vb_kl(x0, xt, mp, lp, dlp, c1, c2, lo):
 @triton.jit
 def _vb_nll(x0, mp, lp, dlp):
     """Discretized Gaussian decoder NLL (nats) at t = 0 and its derivative w.r.t. v."""
-    log_min = -27.631021115928547
     inv = tl.exp(-(0.5 * lp))
     cc = x0 - mp
     a = inv * (cc - 1.0 / 255.0)
@@ -232,8 +232,9 @@ def _vb_nll(x0, mp, lp, dlp):
     right = x0 > 0.999
     logp = tl.where(left, l_left, tl.where(right, l_right, l_mid))
     dlds = tl.where(left, d_left, tl.where(right, d_right, d_mid))
-    ok = tl.where(left, l_left >= log_min, tl.where(right, l_right >= log_min, ok_mid))
-    logp = tl.where(ok, logp, log_min)
+    ok = tl.where(left, l_left >= _LOG_MIN, tl.where(right, l_right >= _LOG_MIN, ok_mid))
+    # (a bare float in tl.where would be rounded to fp32 first: build it in logp's dtype)
+    logp = tl.where(ok, logp, tl.zeros_like(logp) + _LOG_MIN)
     dlds = tl.where(ok, dlds, 0.0)
     return -logp, -dlds * 0.5 * dlp
 

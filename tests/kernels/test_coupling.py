@@ -77,7 +77,10 @@ def _check_impl(name, x, r, b, g, gl, fn, inverse):
     got = bwd(np.ascontiguousarray(a), r, g, gl, fn, inverse)
     ref = C.affine_coupling_backward_reference(a.astype(np.float64), f64[1], f64[3], f64[4], fn,
                                                inverse)
+    assert (got[2] is None) == (ref[2] is None) == (not inverse)  # forward: d_shift = g
     for nm, u, v in zip(("d_in", "d_r", "d_shift"), got, ref):
+        if v is None:
+            continue
         assert u.dtype == x.dtype and u.shape == x.shape, nm
         np.testing.assert_allclose(u, v, err_msg=nm, rtol=tol["rtol"] * 5,
                                    atol=tol["atol"] * (1 + np.abs(v).max()))
@@ -96,9 +99,9 @@ def test_kernel_matches_reference(impl, rows, n, dtype, fn, inverse, scale, seed
 @pytest.mark.parametrize("impl", [p for p in IMPLS if p != "reference"])
 @pytest.mark.parametrize("fn", [0, 1, 2])
 def test_kernel_long_rows(impl, fn):
-    # several chunks per row (CPU: 4096-element tasks) and odd lengths
+    # several chunks per row (CPU: 4096-element tasks), odd lengths, above the parallel threshold
     rng = np.random.default_rng(fn)
-    _check_impl(impl, *_inputs(rng, (3, 9001), np.float32, 1.0), fn, fn == 1)
+    _check_impl(impl, *_inputs(rng, (4, 9001), np.float32, 1.0), fn, fn == 1)
 
 
 EXTREMES = np.array([-1e4, -150.0, -80.0, -30.0, -1e-8, -0.0, 0.0, 1e-8, 1e-3, 0.4, 5.0, 30.0,
@@ -128,6 +131,9 @@ def test_kernel_extremes(impl, dtype, fn, inverse):
     np.testing.assert_allclose(y, ref_y, **kw)
     np.testing.assert_allclose(ld, ref_ld, **kw)
     for nm, u, v in zip(("d_in", "d_r", "d_shift"), got_g, ref_g):
+        if v is None:
+            assert u is None, nm
+            continue
         np.testing.assert_allclose(u, v, err_msg=nm, **kw)
 
 
@@ -140,6 +146,8 @@ def test_kernel_empty(impl):
         assert y.shape == shape and ld.shape == (shape[0],) and np.all(ld == 0)
         outs = bwd(x, x, x, np.zeros(shape[0], np.float32), 1, True)
         assert all(o.shape == shape for o in outs)
+        outs = bwd(x, x, x, np.zeros(shape[0], np.float32), 2, False)
+        assert outs[0].shape == outs[1].shape == shape and outs[2] is None
 
 
 @pytest.mark.skipif(not _have_cpp(), reason="_C lacks coupling")

@@ -1,0 +1,28 @@
+"""The kernel benchmark scripts run end to end (tiny sizes, nothing saved): a smoke test, not a
+measurement. Speed targets live in the scripts' output, never in tests."""
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py") if p.name not in ("bench_engine.py", "bench_train.py"))
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_kernel_benchmark_smoke(script):
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--small", "--no-save", "--device", "cpu",
+                           "--repeats", "2", "--warmup", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| implementation |" in proc.stdout          # the markdown summary was printed
+    assert "reference" in proc.stdout
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
+def test_bench_train_smoke():
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_train.py"), "--steps", "2", "--rounds", "1",
+                           "--no-save"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| logistic |" in proc.stdout and "| bernoulli |" in proc.stdout
