@@ -19,6 +19,7 @@ days accumulate; nothing is overwritten.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import os
@@ -145,3 +146,36 @@ def torch_or_none():
         return torch
     except ImportError:
         return None
+
+
+def use_implementation(family: str, name: str) -> None:
+    """Route the family's public ops to implementation ``name`` (``GMCORE_KERNELS=family=name``),
+    so timings include the engine's per-op overhead, as users see it."""
+    from gmcore import dispatch
+
+    os.environ["GMCORE_KERNELS"] = f"{family}={name}"
+    dispatch.reset()
+
+
+@contextlib.contextmanager
+def kernels_env_restored():
+    """Put ``GMCORE_KERNELS`` (and the dispatch cache) back as they were on exit."""
+    from gmcore import dispatch
+
+    saved = os.environ.get("GMCORE_KERNELS")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("GMCORE_KERNELS", None)
+        else:
+            os.environ["GMCORE_KERNELS"] = saved
+        dispatch.reset()
+
+
+def report(rows: list[dict], family: str, args) -> list[dict]:
+    """Append ``rows`` to the family's CSV (unless ``--no-save``) and print the markdown table."""
+    if not args.no_save:
+        print("saved to", save(rows, family))
+    print(markdown(rows))
+    return rows

@@ -22,17 +22,13 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import devices, markdown, measure, parse_args, row, save, torch_or_none  # noqa: E402
+from _harness import (devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
+                      torch_or_none, use_implementation)
 
 import gmcore as gm  # noqa: E402
 from gmcore import dispatch  # noqa: E402
 
 FAMILY = "coupling"
-
-
-def _use(name):
-    os.environ["GMCORE_KERNELS"] = f"coupling={name}"
-    dispatch.reset()
 
 
 def _gm_case(arrays, device, scale_fn):
@@ -98,16 +94,15 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
     torch = torch_or_none()
-    saved_env = os.environ.get("GMCORE_KERNELS")
     rows = []
-    try:
+    with kernels_env_restored():
         for device in devices(args.device):
             for scale_fn in ("exp", "sigmoid"):
                 size = f"B={shape[0]} {shape[1]}x{shape[2]}x{shape[3]} fp32 {scale_fn} {device}"
                 cases = []  # (label, implementation to select or None, torch.compile?)
                 for name in dispatch.implementations(FAMILY, device):
                     try:
-                        _use(name)
+                        use_implementation(FAMILY, name)
                         dispatch.get(FAMILY, "affine", device)
                     except (dispatch.KernelUnavailable, ValueError) as exc:
                         print(f"skip {name} on {device}: {exc}", file=sys.stderr)
@@ -119,22 +114,14 @@ def main(argv=None):
                         cases.append(("torch.compile", None, True))
                 for label, impl, compiled in cases:
                     if impl is not None:
-                        _use(impl)
+                        use_implementation(FAMILY, impl)
                         fwd, bwd, fwd_bwd = _gm_case(arrays, device, scale_fn)
                     else:
                         fwd, bwd, fwd_bwd = _torch_case(torch, arrays, device, scale_fn, compiled)
                     for mode, fn in (("fwd", fwd), ("bwd", bwd), ("fwd+bwd", fwd_bwd)):
                         stats = measure(fn, device=device, repeats=repeats, warmup=warmup)
                         rows.append(row(FAMILY, label, mode, size, stats, bytes_moved=moved[mode]))
-    finally:
-        if saved_env is None:
-            os.environ.pop("GMCORE_KERNELS", None)
-        else:
-            os.environ["GMCORE_KERNELS"] = saved_env
-        dispatch.reset()
-    if not args.no_save:
-        print("saved to", save(rows, FAMILY))
-    print(markdown(rows))
+    report(rows, FAMILY, args)
     return rows
 
 

@@ -16,7 +16,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import devices, markdown, measure, parse_args, row, save, torch_or_none  # noqa: E402
+from _harness import (devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
+                      torch_or_none, use_implementation)
 
 import gmcore as gm  # noqa: E402
 import gmcore.functional as F  # noqa: E402
@@ -48,11 +49,6 @@ def _bytes(nbytes, op, mode):
              ("eps_loss", "fwd+bwd"): 5, ("hybrid_loss", "fwd+bwd"): 5 + 6,
              ("ddpm_step", "fwd"): 4, ("ddim_step", "fwd"): 4}
     return units[(op, mode)] * nbytes
-
-
-def _select(name):
-    os.environ["GMCORE_KERNELS"] = f"{FAMILY}={name}"
-    dispatch.reset()
 
 
 def _gm_cases(device, d, sched):
@@ -183,19 +179,18 @@ def main(argv=None):
     args = parse_args(FAMILY, argv)
     # torch is imported only after gmcore's runs: once torch is loaded, every OpenMP / numba
     # parallel region of this process was seen stalling for ~8 ms on a 2-core machine
-    saved_env = os.environ.get("GMCORE_KERNELS")
     shape = _shape(args.small)
     size = "B={} C={} {}x{}".format(*shape)
     d = _inputs(shape)
     sched = NoiseSchedule.linear(T_STEPS)
     nbytes = d["x0"].nbytes
     rows = []
-    try:
+    with kernels_env_restored():
         for device in devices(args.device):
             runs = []
             for name in dispatch.implementations(FAMILY, device):
                 try:
-                    _select(name)
+                    use_implementation(FAMILY, name)
                     dispatch.get(FAMILY, "q_sample", device)
                 except (dispatch.KernelUnavailable, ValueError) as exc:
                     print(f"# {device}/{name}: unavailable ({exc})", file=sys.stderr)
@@ -207,23 +202,14 @@ def main(argv=None):
                     torch_or_none(), dev, d, sched, compiled=True), None))
             for label, make, impl in runs + torch_runs:
                 if impl is not None:
-                    _select(impl)
+                    use_implementation(FAMILY, impl)
                 elif torch_or_none() is None or (device == "cuda" and not torch_or_none().cuda.is_available()):
                     continue
                 for op, mode, fn in make():
                     stats = measure(fn, device, args.repeats, args.warmup)
                     rows.append(row(FAMILY, label, f"{op} {mode}", f"{device} {size}", stats,
                                     bytes_moved=_bytes(nbytes, op, mode)))
-    finally:
-        if saved_env is None:
-            os.environ.pop("GMCORE_KERNELS", None)
-        else:
-            os.environ["GMCORE_KERNELS"] = saved_env
-        dispatch.reset()
-    if not args.no_save:
-        print(f"# saved to {save(rows, FAMILY)}")
-    print(markdown(rows))
-    return rows
+    return report(rows, FAMILY, args)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import devices, markdown, measure, parse_args, row, save, torch_or_none  # noqa: E402
+from _harness import (devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
+                      torch_or_none, use_implementation)
 
 import gmcore as gm  # noqa: E402
 import gmcore.nn.functional as F  # noqa: E402
@@ -47,13 +48,8 @@ def _bytes(x, p, mode):
     return fwd + (p.nbytes if mode != "fwd" else 0)
 
 
-def _select(name):
-    os.environ["GMCORE_KERNELS"] = f"{FAMILY}={name}"
-    dispatch.reset()
-
-
 def _bench_gmcore(name, device, x, p, nb, args):
-    _select(name)
+    use_implementation(FAMILY, name)
     xt = gm.tensor(x, device=device)
     pt = gm.tensor(p, device=device, requires_grad=True)
 
@@ -144,9 +140,8 @@ def _bench_torch(torch, device, x, p, nb, args, compiled=False):
 def main(argv=None):
     args = parse_args(FAMILY, argv)
     torch = torch_or_none()
-    saved_env = os.environ.get("GMCORE_KERNELS")
     rows = []
-    try:
+    with kernels_env_restored():
         for device in devices(args.device):
             names = [r.name for r in dispatch.available(FAMILY) if r.device == device and r.available]
             for size, shape, P, nb in _cases(args.small):
@@ -164,15 +159,7 @@ def main(argv=None):
                     for mode in ("fwd", "bwd", "fwd+bwd"):
                         rows.append(row(FAMILY, name, mode, f"{device} {size}", stats[mode],
                                         bytes_moved=_bytes(x, p, mode), note="float32"))
-    finally:
-        if saved_env is None:
-            os.environ.pop("GMCORE_KERNELS", None)
-        else:
-            os.environ["GMCORE_KERNELS"] = saved_env
-        dispatch.reset()
-    if not args.no_save:
-        print("saved to", save(rows, FAMILY))
-    print(markdown(rows))
+    report(rows, FAMILY, args)
     return rows
 
 

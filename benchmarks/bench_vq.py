@@ -19,7 +19,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import devices, markdown, measure, parse_args, row, save, torch_or_none  # noqa: E402
+from _harness import (devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
+                      torch_or_none, use_implementation)
 
 import gmcore as gm  # noqa: E402
 import gmcore.nn.functional as F  # noqa: E402
@@ -117,12 +118,10 @@ def main(argv=None):
     modes = (("fwd", bytes_fwd), ("bwd", bytes_bwd), ("fwd+bwd", bytes_fwd + bytes_bwd))
     rows = []
     torch = torch_or_none()
-    saved_env = os.environ.get("GMCORE_KERNELS")
-    try:
+    with kernels_env_restored():
         for device in devices(args.device):
             for name in dispatch.implementations(FAMILY, device):
-                os.environ["GMCORE_KERNELS"] = f"{FAMILY}={name}"
-                dispatch.reset()
+                use_implementation(FAMILY, name)
                 try:
                     dispatch.get(FAMILY, "nearest", device)
                 except dispatch.KernelUnavailable as exc:
@@ -147,15 +146,7 @@ def main(argv=None):
                             prepare()
                         stats = measure(fn, device=device, repeats=repeats, warmup=warmup)
                         rows.append(row(FAMILY, pname, mode, size, stats, bytes_moved=nbytes, note=note))
-    finally:
-        if saved_env is None:
-            os.environ.pop("GMCORE_KERNELS", None)
-        else:
-            os.environ["GMCORE_KERNELS"] = saved_env
-        dispatch.reset()
-    if not args.no_save:
-        print(f"saved to {save(rows, FAMILY)}", file=sys.stderr)
-    print(markdown(rows))
+    report(rows, FAMILY, args)
     for r in rows:
         if r["mode"] == "fwd+bwd":
             print(f"  {r['implementation']:>13} {r['note']}")

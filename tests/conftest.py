@@ -4,6 +4,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import gmcore as gm
+from gmcore import dispatch
 
 # Without a GPU, Triton kernels run in Triton's CPU interpreter; the switch must be set before
 # triton is first imported (kernels/_launch.py explains the NumPy adapter).
@@ -27,3 +28,18 @@ def _devices():
 def device(request):
     """Every device test runs on cpu, and on cuda where a GPU is visible."""
     return request.param
+
+
+@pytest.fixture
+def kernels_env(monkeypatch):
+    """``kernels_env("dlml=numba")`` sets GMCORE_KERNELS for one test (None unsets it); the
+    dispatch cache is reset on each change and again afterwards."""
+    def use(value):
+        if value is None:
+            monkeypatch.delenv("GMCORE_KERNELS", raising=False)
+        else:
+            monkeypatch.setenv("GMCORE_KERNELS", value)
+        dispatch.reset()
+    yield use
+    monkeypatch.delenv("GMCORE_KERNELS", raising=False)
+    dispatch.reset()

@@ -168,18 +168,6 @@ def test_cpp_rejects_bad_arrays():
 
 # ---- dispatch -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def kernels_env(monkeypatch):
-    def use(value):
-        if value is None:
-            monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-        else:
-            monkeypatch.setenv("GMCORE_KERNELS", value)
-        dispatch.reset()
-    yield use
-    monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-    dispatch.reset()
-
 
 @pytest.mark.parametrize("value, name", [("reference", "reference"),
                                          ("coupling=reference", "reference"),

@@ -159,18 +159,6 @@ def test_adversarial_values_stay_finite(name):
 
 # ---- the public ops ------------------------------------------------------------------------
 
-@pytest.fixture
-def kernels_env(monkeypatch):
-    def use(value):
-        if value is None:
-            monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-        else:
-            monkeypatch.setenv("GMCORE_KERNELS", value)
-        dispatch.reset()
-    yield use
-    monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-    dispatch.reset()
-
 
 def _cpu_impl_names():
     names = ["reference"]

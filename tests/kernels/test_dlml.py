@@ -221,18 +221,6 @@ def test_nan_propagates(name):
 
 # ---- the op ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def kernels_env(monkeypatch):
-    def use(value):
-        if value is None:
-            monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-        else:
-            monkeypatch.setenv("GMCORE_KERNELS", value)
-        dispatch.reset()
-    yield use
-    monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-    dispatch.reset()
-
 
 def _cpu_impls():
     out = ["reference"]

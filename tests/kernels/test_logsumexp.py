@@ -83,18 +83,6 @@ def test_cpp_large_parallel():
 
 # ---- dispatch -----------------------------------------------------------------------------
 
-@pytest.fixture
-def kernels_env(monkeypatch):
-    def use(value):
-        if value is None:
-            monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-        else:
-            monkeypatch.setenv("GMCORE_KERNELS", value)
-        dispatch.reset()
-    yield use
-    monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-    dispatch.reset()
-
 
 def test_dispatch_prefers_cpp_on_cpu(kernels_env):
     kernels_env(None)

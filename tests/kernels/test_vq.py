@@ -157,18 +157,6 @@ def test_cpp_rejects_bad_arrays():
 
 # ---- dispatch ------------------------------------------------------------------------------
 
-@pytest.fixture
-def kernels_env(monkeypatch):
-    def use(value):
-        if value is None:
-            monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-        else:
-            monkeypatch.setenv("GMCORE_KERNELS", value)
-        dispatch.reset()
-    yield use
-    monkeypatch.delenv("GMCORE_KERNELS", raising=False)
-    dispatch.reset()
-
 
 CPU_NAMES = [n for n in ("cpp", "numba", "reference") if n in IMPLS]
 
