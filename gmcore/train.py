@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -52,7 +51,8 @@ class TrainConfig:
                                                       "and sampling (0 = off, e.g. 0.999)", "min": 0.0})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, data order and sampling"})
-    out: str = field(default="", metadata={"help": "run folder (default runs/<model>)"})
+    out: str = field(default="", metadata={"help": "run folder (default runs/<model>, or runs/<model>-N "
+                                                      "when that holds a run already)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out from last.json"})
     log_every: int = field(default=25, metadata={"help": "steps between metrics.jsonl rows", "min": 1})
     eval_every: int = field(default=500, metadata={"help": "steps between test evaluations (0 = end only)",
@@ -88,7 +88,7 @@ class Run:
         self.tcfg = tcfg
         self.mcfg = mcfg if mcfg is not None else self.spec.config_cls()
         self.dataset_name = tcfg.dataset or self.spec.dataset
-        self.out = Path(tcfg.out or os.path.join("runs", model_name))
+        self.out = Path(tcfg.out) if tcfg.out else _default_out(model_name, tcfg.resume)
         opts = _dataset_options(self.spec, self.mcfg)
         root = tcfg.data_root or None
         self.train_set = gdata.get_dataset(self.dataset_name, "train", root=root, **opts)
@@ -160,6 +160,19 @@ class Run:
         self.step = int(state["step"])
 
 
+def _default_out(model_name: str, resume: bool) -> Path:
+    """``runs/<model>``; when that already holds a run and this is not a resume, the first free
+    ``runs/<model>-2``, ``-3``, ... (a finished run is never overwritten, and the command that
+    started it still works when typed again)."""
+    base = Path("runs") / model_name
+    if resume or not (base / "last.json").exists():
+        return base
+    n = 2
+    while (base.parent / f"{model_name}-{n}" / "last.json").exists():
+        n += 1
+    return base.parent / f"{model_name}-{n}"
+
+
 def _batches(loader):
     while True:
         yield from loader
@@ -202,6 +215,7 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
     """Train ``model_name`` as configured; returns the final metrics (also in metrics.json)."""
     run = Run(model_name, tcfg, mcfg)
     out = run.out
+    log(f"run folder: {out}")
     ckpt_json = out / "last.json"
     if tcfg.resume:
         run.restore()

@@ -178,3 +178,14 @@ def test_python_m_gmcore_train_help():
                           text=True, timeout=120)
     assert proc.returncode == 0
     assert "--latent-dim" in proc.stdout and "--batch-size" in proc.stdout and "--free-bits" in proc.stdout
+
+
+def test_default_run_folder_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = ["--steps", "2", "--eval-every", "0", *FAST, *SMALL_VAE]
+    for expect in ("vae", "vae-2", "vae-3"):
+        name, tcfg, mcfg = parse_train_args("vae", flags)
+        train.train(name, tcfg, mcfg, log=lambda *a: None)
+        assert (tmp_path / "runs" / expect / "last.json").exists()
+    name, tcfg, mcfg = parse_train_args("vae", flags + ["--resume", "--steps", "4"])
+    assert train.train(name, tcfg, mcfg, log=lambda *a: None)["step"] == 4   # resumes runs/vae

@@ -7,7 +7,7 @@ from . import utils  # noqa: F401
 from .parameter import Parameter, Buffer  # noqa: F401
 from .module import Module  # noqa: F401
 from .container import Identity, Sequential, ModuleList, ModuleDict, ParameterList  # noqa: F401
-# layers (issue 3)
+# layers
 from . import init  # noqa: F401
 from .linear import Linear, Bilinear  # noqa: F401
 from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
