@@ -189,3 +189,26 @@ def test_default_run_folder_never_overwrites(tmp_path, monkeypatch):
         assert (tmp_path / "runs" / expect / "last.json").exists()
     name, tcfg, mcfg = parse_train_args("vae", flags + ["--resume", "--steps", "4"])
     assert train.train(name, tcfg, mcfg, log=lambda *a: None)["step"] == 4   # resumes runs/vae
+
+
+def test_train_on_user_mnist_files(tmp_path):
+    from gmcore.data import write_idx
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "mnist"
+    root.mkdir()
+    for prefix, n in (("train", 40), ("t10k", 12)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n, dtype=np.uint8))
+    name, tcfg, mcfg = parse_train_args("vae", ["--dataset", "mnist", "--data-root", str(root), "--steps", "3",
+                                                "--batch-size", "8", "--arch", "conv", "--channels", "4",
+                                                "--latent-dim", "2", "--iw-samples", "2", "--eval-every", "0",
+                                                "--no-progress", "--no-sample-quality", "--num-samples", "4",
+                                                "--out", str(tmp_path / "run")])
+    res = train.train(name, tcfg, mcfg, log=lambda *a: None)
+    assert res["dataset"] == "mnist" and res["step"] == 3 and np.isfinite(res["test_bits_per_dim"])
+    assert 7.5 < res["baseline_bits_per_dim"] < 9.0          # uniform random pixels: about 8 bits
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        parse = parse_train_args("vae", ["--dataset", "mnist", "--data-root", str(tmp_path / "nowhere"),
+                                         "--out", str(tmp_path / "run2")])
+        train.train(*parse, log=lambda *a: None)

@@ -168,10 +168,12 @@ class Optimizer:
                     if p.grad is None:
                         continue
                     g = p.grad.data
-                    if g.shape != p.data.shape:
-                        raise RuntimeError(f"{type(self).__name__}: gradient of shape "
-                                           f"{tuple(g.shape)} for a parameter of shape "
-                                           f"{tuple(p.data.shape)}")
+                    if g.shape != p.data.shape or g.dtype != p.data.dtype or type(g) is not type(p.data):
+                        raise RuntimeError(
+                            f"{type(self).__name__}: gradient ({tuple(g.shape)}, {g.dtype}, "
+                            f"{p.grad.device}) does not match its parameter ({tuple(p.data.shape)}, "
+                            f"{p.data.dtype}, {p.device}); a .grad must have the parameter's shape, "
+                            "dtype and device")
                     self._update(p, g, group, self.state.setdefault(p, {}))
                     _bump(p)
         return loss

@@ -160,3 +160,19 @@ def test_cae_penalty_estimates_the_jacobian_norm():
     w = cae.encoder[0].weight
     (gw,) = autograd.grad(cae.jacobian_penalty(x, cae.encode(x)), w)
     assert float(np.abs(gw.numpy()).sum()) > 0
+
+
+@pytest.mark.parametrize("decoder", ["logistic", "gaussian"])
+def test_conv_vae_trains_and_samples(decoder):
+    gm.manual_seed(0)
+    vae = VAE(VAE.Config(arch="conv", channels=8, latent_dim=4, decoder=decoder, iw_samples=4), INFO)
+    x = _digits(16)
+    losses = _fit(vae, x, 60)
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    assert vae.nll((x,), generator=gm.Generator().manual_seed(0)).shape == (16,)
+    s = vae.sample(3, generator=gm.Generator().manual_seed(0))
+    assert s.shape == (3, 1, 8, 8) and float(s.min()) >= 0 and float(s.max()) <= 1
+    rgb = VAE(VAE.Config(arch="conv", channels=4, latent_dim=2), DataInfo((3, 12, 8), 256))
+    assert rgb.loss((gm.rand(2, 3, 12, 8),))[0].ndim == 0
+    with pytest.raises(ValueError, match="divisible by 4"):
+        VAE(VAE.Config(arch="conv"), DataInfo((1, 6, 6), 17))

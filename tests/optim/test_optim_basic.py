@@ -229,3 +229,18 @@ def test_add_param_group_and_defaults():
     with pytest.raises(ValueError, match="more than one"):
         opt.add_param_group({"params": [a]})
     assert "Parameter Group 1" in repr(opt)
+
+
+def test_step_rejects_a_gradient_that_does_not_match_its_parameter():
+    import gmcore as gm
+    import pytest
+
+    w = gm.zeros(3, dtype=gm.float64, requires_grad=True)
+    opt = gm.optim.SGD([w], lr=0.1)
+    w.grad = gm.ones(3)                                    # float32 gradient, float64 parameter
+    with pytest.raises(RuntimeError, match="float32.*float64"):
+        opt.step()
+    w.grad = gm.ones(4, dtype=gm.float64)
+    with pytest.raises(RuntimeError, match=r"\(4,\).*\(3,\)"):
+        opt.step()
+    assert w.tolist() == [0.0, 0.0, 0.0]                   # nothing was updated

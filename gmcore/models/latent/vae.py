@@ -3,7 +3,9 @@
 Sonderby et al., 2016) against posterior collapse, and the importance-weighted bound
 (Burda et al., 2016) for evaluation.
 
-Encoder q(z|x) = N(mu(x), diag sigma(x)^2); prior p(z) = N(0, I). Decoders p(x|z):
+Encoder q(z|x) = N(mu(x), diag sigma(x)^2); prior p(z) = N(0, I). The networks are MLPs
+(``--arch mlp``, the default: digits are 64 pixels) or strided convolutions (``--arch conv``,
+for MNIST/CIFAR-sized images with H and W divisible by 4). Decoders p(x|z):
 
 * ``logistic`` (default): a discretized logistic mixture per pixel over the data's
   ``num_levels`` bins (PixelCNN++'s likelihood, :func:`gmcore.nn.functional.
@@ -34,7 +36,7 @@ from ...tensor import Tensor
 from ... import metrics
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
-from ._nets import mlp
+from ._nets import conv_decoder, conv_encoder, mlp
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -42,8 +44,12 @@ LOG2PI = math.log(2.0 * math.pi)
 @dataclass
 class VAEConfig:
     latent_dim: int = field(default=16, metadata={"help": "size of z", "min": 1})
+    arch: str = field(default="mlp", metadata={
+        "help": "encoder/decoder networks: MLPs, or convolutions for images with H, W divisible by 4",
+        "choices": ["mlp", "conv"]})
     hidden: int = field(default=256, metadata={"help": "width of the encoder/decoder MLPs", "min": 1})
     layers: int = field(default=2, metadata={"help": "hidden layers per MLP", "min": 1})
+    channels: int = field(default=32, metadata={"help": "conv arch: channels of the first conv", "min": 1})
     decoder: str = field(default="logistic", metadata={
         "help": "p(x|z)", "choices": ["logistic", "bernoulli", "gaussian"]})
     mixtures: int = field(default=3, metadata={"help": "logistic decoder: mixture components", "min": 1})
@@ -87,22 +93,24 @@ class VAE(GenerativeModel):
         if config.decoder == "logistic" and data.shape[0] not in (1, 3):
             raise ValueError(f"the logistic decoder needs 1 or 3 channels, got shape {data.shape}")
         d, c = data.dims, config
-        self.out_per_pixel = {"bernoulli": 1, "gaussian": 2}.get(c.decoder, 0)
+        ch = data.shape[0]
         if c.decoder == "logistic":
-            ch = data.shape[0]
             self.out_channels = c.mixtures * (1 + 2 * ch + ch * (ch - 1) // 2)
-            out = self.out_channels * d // ch
+        else:  # per pixel: one logit, or a mean and a log-scale
+            self.out_channels = {"bernoulli": 1, "gaussian": 2}[c.decoder] * ch
+        if c.arch == "conv":
+            self.encoder = conv_encoder(data.shape, c.channels, 2 * c.latent_dim)
+            self.decoder = conv_decoder(c.latent_dim, c.channels, data.shape, self.out_channels)
         else:
-            out = self.out_per_pixel * d
-        self.encoder = mlp(d, c.hidden, c.layers, 2 * c.latent_dim)
-        self.decoder = mlp(c.latent_dim, c.hidden, c.layers, out)
+            self.encoder = mlp(d, c.hidden, c.layers, 2 * c.latent_dim)
+            self.decoder = mlp(c.latent_dim, c.hidden, c.layers, self.out_channels * d // ch)
         # Counts training steps for the KL warm-up; a buffer, so checkpoints carry it.
         self.register_buffer("steps_done", gc.zeros((), dtype=int64))
 
     # ---- pieces --------------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, log_var) of q(z|x), each (B, latent_dim)."""
-        h = self.encoder(x.reshape(x.shape[0], -1))
+        h = self.encoder(x if self.config.arch == "conv" else x.reshape(x.shape[0], -1))
         mu, log_var = h.chunk(2, dim=1)
         return mu, log_var.clamp(-12.0, 8.0)  # keeps exp() finite early in training
 
