@@ -120,6 +120,11 @@ def _info(args: argparse.Namespace) -> int:
     for name, desc in parts:
         print(f"  {name:<8} {desc}")
     print()
+    print("training extras (pip install 'gmcore[train]'):")
+    for name, module, dist in (("safetensors", "safetensors", "safetensors"), ("tqdm", "tqdm", "tqdm"),
+                               ("matplotlib", "matplotlib", "matplotlib"), ("Pillow", "PIL", "Pillow")):
+        print(f"  {name:<11} {_probe_module(module, dist)}")
+    print()
     print("devices:")
     print("  cpu")
     for g in gpus:
