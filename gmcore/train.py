@@ -17,6 +17,7 @@ Ctrl-C saves a checkpoint and exits cleanly.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -244,7 +245,7 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
         logf.flush()
 
     def run_eval():
-        ctx = run.ema.average_parameters() if run.ema else _null()
+        ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
         with ctx:
             res = evaluate(run.model, run.test_set, seed=tcfg.seed * 1_000_003 + run.step, device=tcfg.device)
         write_row({"step": run.step, "split": "test", **res})
@@ -260,8 +261,9 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
         while run.step < tcfg.steps:
             batch = next(batches)
             loss, logs = model.loss(batch)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at step {run.step}; lower --lr or "
+            loss_value = loss.item()  # one device sync per step, reused below
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {run.step}; lower --lr or "
                                          "enable --grad-clip")
             opt.zero_grad()
             loss.backward()
@@ -273,7 +275,7 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
             if run.ema:
                 run.ema.update()
             run.step += 1
-            for k, v in {"loss": loss.item(), **logs}.items():
+            for k, v in {"loss": loss_value, **logs}.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
             acc["_n"] = acc.get("_n", 0) + 1
             if run.step % tcfg.log_every == 0 or run.step == tcfg.steps:
@@ -335,7 +337,7 @@ def _pictures(run, rows) -> dict:
     quality = tcfg.sample_quality and run.dataset_name == "digits"
     n = max(tcfg.num_samples, QUALITY_SAMPLES if quality else 0)
     gen = Generator(device=tcfg.device).manual_seed(tcfg.seed)
-    ctx = run.ema.average_parameters() if run.ema else _null()
+    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
     with ctx, no_grad():
         run.model.eval()
         samples = run.model.sample(n, generator=gen)
@@ -371,14 +373,6 @@ def load_run_model(path, device="cpu"):
         ema.copy_to(model)
     model.eval()
     return model, state
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _progress(tcfg, start):

@@ -72,3 +72,21 @@ def as_tensor_operand(x, like):
     if isinstance(x, Tensor):
         return x
     return Tensor(like._xp().asarray(x))
+
+
+def reduce_loss(loss, reduction, op):
+    """Apply ``reduction`` ('mean' | 'sum' | 'none') to an elementwise loss tensor."""
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction "
+                     "(expected 'mean', 'sum' or 'none')")
+
+
+def check_reduction(reduction, op, allowed=("mean", "sum", "none")):
+    if reduction not in allowed:
+        raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction (expected "
+                         + ", ".join(repr(a) for a in allowed) + ")")

@@ -40,6 +40,7 @@ from .. import autograd, backend, dispatch
 from ..autograd import Function, once_differentiable
 from ..schedules import NoiseSchedule
 from ..tensor import Tensor
+from ._util import check_reduction, reduce_loss
 from ._diffusion_reference import (REFERENCE_IMPL, VAR_TYPES, ref_ddim_step, ref_ddpm_step,
                                    ref_eps_loss, ref_hybrid_loss, ref_predict_x0, ref_q_sample)
 
@@ -201,16 +202,6 @@ def _needs_grad(*tensors):
 
 def _table(schedule, x):
     return schedule.table(x.data.dtype, backend.xp_of(x.data))
-
-
-def _reduce(per_example, reduction, fn):
-    if reduction == "mean":
-        return per_example.mean()
-    if reduction == "sum":
-        return per_example.sum()
-    if reduction == "none":
-        return per_example
-    raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
 def _noise_or_draw(noise, x, fn, generator):
@@ -474,9 +465,8 @@ def eps_mse_loss(eps_pred, noise, t, weights=None, reduction="mean"):
     if name == "reference":
         b = eps_pred.shape[0]
         per = ref_eps_loss(eps_pred.reshape(b, -1), noise.reshape(b, -1), Tensor(tt), Tensor(w))
-        return _reduce(per, reduction, fn)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"{fn}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        return reduce_loss(per, reduction, fn)
+    check_reduction(reduction, fn)
     bwd = dispatch.get(FAMILY, "eps_loss_bwd", eps_pred.device.type)
     return EpsMSELoss.apply(eps_pred, noise, tt, w, fwd, bwd, reduction)
 
@@ -556,4 +546,4 @@ def hybrid_loss(model_out, x0, x_t, noise, t, schedule, weights=None, vb_weight=
     else:
         bwd = dispatch.get(FAMILY, "hybrid_bwd", x0.device.type)
         per = HybridLoss.apply(model_out, x0, x_t, noise, tt, tab, w, vb_weight, fwd, bwd)
-    return _reduce(per, reduction, fn)
+    return reduce_loss(per, reduction, fn)

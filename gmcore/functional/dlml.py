@@ -32,6 +32,7 @@ import numpy as np
 from .. import backend, dispatch
 from ..autograd import Function, no_grad, once_differentiable
 from ..tensor import Tensor
+from ._util import check_reduction
 from ._dlml_reference import (dlml_forward_reference, dlml_nll_tensor, params_per_component,
                               sample_reference)
 
@@ -121,8 +122,7 @@ def _check_args(x, params, num_bins, reduction):
         raise TypeError(f"{name}: params must be floating point, got {params.dtype}")
     if not x.is_floating_point():
         raise TypeError(f"{name}: x must be floating point data in [-1, 1], got {x.dtype}")
-    if reduction not in ("none", "sum", "mean"):
-        raise ValueError(f"{name}: reduction must be 'none', 'sum' or 'mean', got {reduction!r}")
+    check_reduction(reduction, name)
     _check_num_bins(num_bins)
     if x.ndim == 4:
         B, C, H, W = x.shape

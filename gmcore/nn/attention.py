@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ..creation import empty, zeros
+from ..creation import zeros
 from ..tensor import Tensor
 from .. import functional as _F
 from . import init
@@ -19,13 +19,9 @@ from .functional.linear import linear
 from .functional.normalization import group_norm
 from .linear import Linear
 from .module import Module
-from .parameter import Parameter
+from .parameter import _param
 
 __all__ = ["MultiheadAttention", "SelfAttention2d"]
-
-
-def _param(shape, dtype, device):
-    return Parameter(empty(*shape, dtype=dtype, device=device))
 
 
 def _positive_int(v, name, op):
@@ -107,22 +103,22 @@ class MultiheadAttention(Module):
         self.dropout, self.batch_first = float(dropout), bool(batch_first)
         self.add_zero_attn = bool(add_zero_attn)
         if self._qkv_same_embed_dim:
-            self.in_proj_weight = _param((3 * E, E), dtype, device)
+            self.in_proj_weight = _param((3 * E, E), device, dtype)
             for n in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
                 self.register_parameter(n, None)
         else:
-            self.q_proj_weight = _param((E, E), dtype, device)
-            self.k_proj_weight = _param((E, self.kdim), dtype, device)
-            self.v_proj_weight = _param((E, self.vdim), dtype, device)
+            self.q_proj_weight = _param((E, E), device, dtype)
+            self.k_proj_weight = _param((E, self.kdim), device, dtype)
+            self.v_proj_weight = _param((E, self.vdim), device, dtype)
             self.register_parameter("in_proj_weight", None)
         if bias:
-            self.in_proj_bias = _param((3 * E,), dtype, device)
+            self.in_proj_bias = _param((3 * E,), device, dtype)
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(E, E, bias=bias, device=device, dtype=dtype)
         if add_bias_kv:
-            self.bias_k = _param((1, 1, E), dtype, device)
-            self.bias_v = _param((1, 1, E), dtype, device)
+            self.bias_k = _param((1, 1, E), device, dtype)
+            self.bias_v = _param((1, 1, E), device, dtype)
         else:
             self.register_parameter("bias_k", None)
             self.register_parameter("bias_v", None)
@@ -303,14 +299,14 @@ class SelfAttention2d(Module):
             g -= 1
         self.num_groups = g
         if norm == "group":
-            self.norm_weight = _param((C,), dtype, device)
-            self.norm_bias = _param((C,), dtype, device)
-        self.qkv_weight = _param((2 * self.qk_channels + C, C), dtype, device)
-        self.qkv_bias = _param((2 * self.qk_channels + C,), dtype, device)
-        self.proj_weight = _param((C, C), dtype, device)
-        self.proj_bias = _param((C,), dtype, device)
+            self.norm_weight = _param((C,), device, dtype)
+            self.norm_bias = _param((C,), device, dtype)
+        self.qkv_weight = _param((2 * self.qk_channels + C, C), device, dtype)
+        self.qkv_bias = _param((2 * self.qk_channels + C,), device, dtype)
+        self.proj_weight = _param((C, C), device, dtype)
+        self.proj_bias = _param((C,), device, dtype)
         if residual == "sagan":
-            self.gamma = _param((1,), dtype, device)
+            self.gamma = _param((1,), device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):

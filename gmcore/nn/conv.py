@@ -6,11 +6,9 @@ U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
 """
 from __future__ import annotations
 
-import math
 
 from . import functional as F
-from . import init
-from .linear import _param
+from .linear import _reset_fan_in_uniform, _weight_and_bias
 from .module import Module
 
 __all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
@@ -98,20 +96,11 @@ class _ConvNd(Module):
             shape = (in_channels, out_channels // groups) + kernel_size
         else:
             shape = (out_channels, in_channels // groups) + kernel_size
-        self.weight = _param(shape, device, dtype)
-        if bias:
-            self.bias = _param((out_channels,), device, dtype)
-        else:
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, shape, (out_channels,) if bias else None, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_fan_in_uniform(self)
 
     def extra_repr(self):
         nd = self._nd

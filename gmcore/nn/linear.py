@@ -3,18 +3,29 @@ from __future__ import annotations
 
 import math
 
-from .. import creation
 from . import functional as F
 from . import init
 from .module import Module
-from .parameter import Parameter
+from .parameter import _param
 
 __all__ = ["Linear", "Bilinear"]
 
 
-def _param(shape, device, dtype):
-    """An uninitialised Parameter; ``reset_parameters`` fills it."""
-    return Parameter(creation.empty(*shape, dtype=dtype, device=device))
+def _weight_and_bias(module, weight_shape, bias_shape, device, dtype):
+    """Register uninitialised ``weight`` and ``bias``; a None shape registers None (a layer
+    built without that parameter, e.g. ``bias=False``)."""
+    for name, shape in (("weight", weight_shape), ("bias", bias_shape)):
+        module.register_parameter(name, None if shape is None else _param(shape, device, dtype))
+
+
+def _reset_fan_in_uniform(module):
+    """PyTorch's default for Linear and Conv: ``kaiming_uniform_(weight, a=sqrt(5))``, i.e.
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias from the same interval."""
+    init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(module.weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(module.bias, -bound, bound)
 
 
 def _check_features(op, **sizes):
@@ -40,20 +51,12 @@ class Linear(Module):
         _check_features("Linear", in_features=in_features, out_features=out_features)
         self.in_features = in_features
         self.out_features = out_features
-        self.weight = _param((out_features, in_features), device, dtype)
-        if bias:
-            self.bias = _param((out_features,), device, dtype)
-        else:
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (out_features, in_features), (out_features,) if bias else None,
+                         device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
-        # a=sqrt(5) gives U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's historical default
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        _reset_fan_in_uniform(self)
 
     def forward(self, input):
         return F.linear(input, self.weight, self.bias)
@@ -82,11 +85,8 @@ class Bilinear(Module):
         self.in1_features = in1_features
         self.in2_features = in2_features
         self.out_features = out_features
-        self.weight = _param((out_features, in1_features, in2_features), device, dtype)
-        if bias:
-            self.bias = _param((out_features,), device, dtype)
-        else:
-            self.register_parameter("bias", None)
+        _weight_and_bias(self, (out_features, in1_features, in2_features),
+                         (out_features,) if bias else None, device, dtype)
         self.reset_parameters()
 
     def reset_parameters(self):

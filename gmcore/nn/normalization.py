@@ -14,7 +14,7 @@ from ..autograd import no_grad
 from ..tensor import Tensor
 from . import functional as F
 from . import init
-from .linear import _param
+from .linear import _weight_and_bias
 from .module import Module
 
 __all__ = ["LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d"]
@@ -23,8 +23,8 @@ __all__ = ["LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d"]
 
 def _affine_parameters(module, shape, affine, bias, device, dtype):
     """Register ``weight`` and ``bias`` of a normalization layer (None where switched off)."""
-    module.register_parameter("weight", _param(shape, device, dtype) if affine else None)
-    module.register_parameter("bias", _param(shape, device, dtype) if affine and bias else None)
+    _weight_and_bias(module, shape if affine else None, shape if affine and bias else None,
+                     device, dtype)
 
 
 def _reset_affine(module):

@@ -6,6 +6,12 @@ from ..tensor import Tensor
 __all__ = ["Parameter", "Buffer"]
 
 
+def _param(shape, device=None, dtype=None):
+    """An uninitialised Parameter of ``shape``; the layer's ``reset_parameters`` fills it."""
+    from ..creation import empty
+    return Parameter(empty(*shape, dtype=dtype, device=device))
+
+
 class Parameter(Tensor):
     """A leaf Tensor that requires grad and is registered when assigned to a Module attribute.
 

@@ -27,11 +27,11 @@ import numpy as np
 from .. import backend, dispatch
 from .. import functional as _F
 from ..autograd import Function, no_grad, once_differentiable
-from ..creation import empty, zeros
+from ..creation import zeros
 from ..tensor import Tensor
 from .functional.linear import linear
 from .module import Module
-from .parameter import Parameter
+from .parameter import _param
 
 __all__ = ["RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "RNN", "LSTM", "GRU"]
 
@@ -253,10 +253,6 @@ def _use_reference():
 
 # ---- helpers shared by cells and layers -----------------------------------------------------------
 
-def _param(shape, dtype, device):
-    return Parameter(empty(*shape, dtype=dtype, device=device))
-
-
 def _reset_uniform(module, hidden_size):
     """torch's RNN init: every weight and bias ~ U(-1/sqrt(hidden), 1/sqrt(hidden))."""
     k = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0.0
@@ -295,11 +291,11 @@ class RNNCellBase(Module):
         _check_sizes(input_size, hidden_size, type(self).__name__)
         self.input_size, self.hidden_size, self.bias = int(input_size), int(hidden_size), bool(bias)
         g = num_chunks * self.hidden_size
-        self.weight_ih = _param((g, self.input_size), dtype, device)
-        self.weight_hh = _param((g, self.hidden_size), dtype, device)
+        self.weight_ih = _param((g, self.input_size), device, dtype)
+        self.weight_hh = _param((g, self.hidden_size), device, dtype)
         if bias:
-            self.bias_ih = _param((g,), dtype, device)
-            self.bias_hh = _param((g,), dtype, device)
+            self.bias_ih = _param((g,), device, dtype)
+            self.bias_hh = _param((g,), device, dtype)
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)
@@ -463,11 +459,11 @@ class RNNBase(Module):
             in_size = self.input_size if layer == 0 else self.hidden_size * ndir
             for d in range(ndir):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                setattr(self, "weight_ih" + sfx, _param((g, in_size), dtype, device))
-                setattr(self, "weight_hh" + sfx, _param((g, self.hidden_size), dtype, device))
+                setattr(self, "weight_ih" + sfx, _param((g, in_size), device, dtype))
+                setattr(self, "weight_hh" + sfx, _param((g, self.hidden_size), device, dtype))
                 if bias:
-                    setattr(self, "bias_ih" + sfx, _param((g,), dtype, device))
-                    setattr(self, "bias_hh" + sfx, _param((g,), dtype, device))
+                    setattr(self, "bias_ih" + sfx, _param((g,), device, dtype))
+                    setattr(self, "bias_hh" + sfx, _param((g,), device, dtype))
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -33,10 +33,7 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, g):
-        if not g["lr"] >= 0.0:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
-        if not g["eps"] >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {g['eps']}")
+        self._check_nonnegative(g, "lr", "eps")
         betas = g["betas"]
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")

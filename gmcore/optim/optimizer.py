@@ -141,6 +141,15 @@ class Optimizer:
     def _check_group(self, group):
         """Validate a group's hyper-parameters (subclasses raise ValueError naming the value)."""
 
+    _LABELS = {"lr": "learning rate", "eps": "epsilon value", "momentum": "momentum value",
+               "weight_decay": "weight_decay value", "alpha": "alpha value"}
+
+    @classmethod
+    def _check_nonnegative(cls, group, *keys):
+        for key in keys:
+            if not group[key] >= 0.0:  # written so that NaN fails too
+                raise ValueError(f"Invalid {cls._LABELS[key]}: {group[key]}")
+
     def zero_grad(self, set_to_none=True):
         """Reset every parameter's ``.grad``: to None (default) or to zeros in place."""
         for group in self.param_groups:

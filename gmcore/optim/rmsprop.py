@@ -27,16 +27,7 @@ class RMSprop(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, g):
-        if not g["lr"] >= 0.0:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
-        if not g["eps"] >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {g['eps']}")
-        if not g["momentum"] >= 0.0:
-            raise ValueError(f"Invalid momentum value: {g['momentum']}")
-        if not g["weight_decay"] >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
-        if not g["alpha"] >= 0.0:
-            raise ValueError(f"Invalid alpha value: {g['alpha']}")
+        self._check_nonnegative(g, "lr", "eps", "momentum", "weight_decay", "alpha")
 
     def _update(self, p, grad, group, state):
         xp = p._xp()

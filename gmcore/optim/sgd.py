@@ -28,12 +28,7 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, g):
-        if not g["lr"] >= 0.0:
-            raise ValueError(f"Invalid learning rate: {g['lr']}")
-        if not g["momentum"] >= 0.0:
-            raise ValueError(f"Invalid momentum value: {g['momentum']}")
-        if not g["weight_decay"] >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {g['weight_decay']}")
+        self._check_nonnegative(g, "lr", "momentum", "weight_decay")
         if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 

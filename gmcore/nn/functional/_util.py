@@ -1,4 +1,5 @@
 """Argument helpers shared by the nn ops: int-or-tuple arguments, reductions, tensor checks."""
+from ...functional._util import check_reduction, reduce_loss  # noqa: F401  (used by the losses)
 from ...tensor import Tensor
 
 
@@ -31,21 +32,3 @@ def check_float(x, name, op):
     check_tensor(x, name, op)
     if not x.is_floating_point():
         raise RuntimeError(f"{op}: expected a floating point {name}, got {x.dtype}")
-
-
-def reduce_loss(loss, reduction, op):
-    """Apply ``reduction`` ('mean' | 'sum' | 'none') to an elementwise loss tensor."""
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    if reduction == "none":
-        return loss
-    raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction "
-                     "(expected 'mean', 'sum' or 'none')")
-
-
-def check_reduction(reduction, op, allowed=("mean", "sum", "none")):
-    if reduction not in allowed:
-        raise ValueError(f"{op}: {reduction!r} is not a valid value for reduction (expected "
-                         + ", ".join(repr(a) for a in allowed) + ")")
