@@ -96,7 +96,8 @@ class Run:
         self.test_set = gdata.get_dataset(self.dataset_name, "test", root=root, **opts)
         self.info = DataInfo(shape=tuple(self.train_set.shape),
                              num_levels=int(getattr(self.train_set, "num_levels", 0) or 0),
-                             name=self.dataset_name)
+                             name=self.dataset_name,
+                             num_classes=int(getattr(self.train_set, "num_classes", 0) or 0))
         manual_seed(tcfg.seed)
         self.model = self.spec.cls(self.mcfg, self.info).to(tcfg.device)
         params = list(self.model.parameters())
@@ -125,7 +126,7 @@ class Run:
             "kind": "gmcore-run", "model_name": self.spec.name, "step": self.step,
             "train_config": configs.to_dict(self.tcfg), "model_config": configs.to_dict(self.mcfg),
             "data": {"name": self.dataset_name, "shape": list(self.info.shape),
-                     "num_levels": self.info.num_levels},
+                     "num_levels": self.info.num_levels, "num_classes": self.info.num_classes},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -332,6 +333,14 @@ def _pictures(run, rows) -> dict:
     from .plots import save_image_grid, save_loss_curve
 
     save_loss_curve(rows, out / "loss_curve.png")
+    if len(run.info.shape) != 3 and tcfg.num_samples and hasattr(run.model, "save_samples"):
+        gen = Generator(device=tcfg.device).manual_seed(tcfg.seed)
+        ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
+        with ctx, no_grad():
+            run.model.eval()
+            res.update(run.model.save_samples(out, run.train_set, gen) or {})
+            run.model.train()
+        return res
     if len(run.info.shape) != 3 or not (tcfg.num_samples or tcfg.sample_quality):
         return res
     quality = tcfg.sample_quality and run.dataset_name == "digits"
@@ -363,7 +372,8 @@ def load_run_model(path, device="cpu"):
     spec = models.get(state["model_name"])
     mcfg = cf.from_mapping(spec.config_cls, state["model_config"], source=str(path))
     d = state["data"]
-    model = spec.cls(mcfg, DataInfo(shape=tuple(d["shape"]), num_levels=d["num_levels"], name=d["name"]))
+    model = spec.cls(mcfg, DataInfo(shape=tuple(d["shape"]), num_levels=d["num_levels"], name=d["name"],
+                                    num_classes=d.get("num_classes", 0)))
     model.load_state_dict(state["model"])
     model.to(device)
     if state.get("ema"):

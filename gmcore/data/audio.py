@@ -237,3 +237,8 @@ class Audio(ArrayDataset):
     @property
     def shape(self):
         return (self.clip_length,) if self.encoding == "mu_law" else (1, self.clip_length)
+
+    @property
+    def num_levels(self):
+        """Values one sample can take: the mu-law quantization channels (0 for float audio)."""
+        return self.quantization_channels if self.encoding == "mu_law" else 0

@@ -103,6 +103,11 @@ class CharText(Dataset):
         return len(self.itos)
 
     @property
+    def num_levels(self):
+        """Values one position can take (the vocabulary size), as for image levels."""
+        return len(self.itos)
+
+    @property
     def shape(self):
         return (self.seq_len,)
 

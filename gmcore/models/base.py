@@ -11,6 +11,9 @@ number of discrete levels per value, data range). It defines:
   (k=...)", or "reconstruction" for models that are not density models). Continuous densities
   include the dequantization term (see :func:`gmcore.metrics.dequantization_nats`).
 * ``sample(n, generator) -> Tensor (n, *shape)`` with values in the data range.
+* optional ``save_samples(out_dir, dataset, generator) -> dict``: for data that is not an image
+  (text, audio), write samples in the data's own format (``samples.txt``, ``samples.wav``) at the
+  end of a run; returns what it wrote, merged into ``metrics.json``.
 
 Models never ask which device they run on: inputs arrive on the model's device.
 """
@@ -28,13 +31,16 @@ class DataInfo:
     """What a model needs to know about its data.
 
     ``shape``: one example, e.g. (1, 8, 8). ``num_levels``: discrete values per dimension
-    (17 for digits, 256 for 8-bit images, 2 when binarized); values arrive scaled to
-    ``[0, 1]`` as ``level / (num_levels - 1)``.
+    (17 for digits, 256 for 8-bit images, 2 when binarized, the vocabulary size for text, the
+    quantization channels for mu-law audio); image values arrive scaled to ``[0, 1]`` as
+    ``level / (num_levels - 1)``, text and audio as int64 ids. ``num_classes``: label classes
+    (0 when the data set has no labels), for class-conditional models.
     """
 
     shape: tuple
     num_levels: int
     name: str = ""
+    num_classes: int = 0
 
     @property
     def dims(self) -> int:

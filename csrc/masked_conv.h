@@ -1,0 +1,48 @@
+// Tap convolution geometry: the index arithmetic of the masked/causal convolution family,
+// written once for the host (csrc/masked_conv_cpu.cpp) and the device (csrc/masked_conv.cu).
+//
+// A "tap convolution" is a 2-D cross-correlation (PyTorch's conv2d, groups=1) that visits only
+// a list of active kernel taps (ky, kx): the taps a PixelCNN mask keeps, the K taps of a causal
+// 1-D convolution (H = 1), or every tap of a plain convolution.  Weights at inactive taps are
+// never read, and their gradient is zero.
+//
+//   y[n, o, oy, ox] = sum_{(ky,kx) active} sum_c  w[o, c, ky, kx] * x[n, c, iy, ix]
+//   iy = oy * sh - pad_top  + ky * dh,      ix = ox * sw - pad_left + kx * dw
+//
+// Input positions outside [0, H) x [0, W) read zero (the padding).  Bottom/right padding is
+// implied by the output size the caller passes.
+#pragma once
+
+#include <cstdint>
+
+#include "host_device.h"
+
+namespace gmcore {
+namespace tapconv {
+
+struct Geometry {
+  int64_t sh, sw;            // stride
+  int64_t pad_top, pad_left;  // leading padding (trailing padding follows from the output size)
+  int64_t dh, dw;            // dilation
+};
+
+// Input coordinate read by output coordinate `o` through kernel offset `k` along one axis.
+GM_HOST_DEVICE inline int64_t input_coord(int64_t o, int64_t k, int64_t stride, int64_t pad,
+                                          int64_t dil) {
+  return o * stride - pad + k * dil;
+}
+
+// The inverse, for the input gradient: the output coordinate that reads input coordinate `i`
+// through offset `k`, or -1 when none does (not on the stride grid, or outside [0, out_size)).
+GM_HOST_DEVICE inline int64_t output_coord(int64_t i, int64_t k, int64_t stride, int64_t pad,
+                                           int64_t dil, int64_t out_size) {
+  const int64_t t = i + pad - k * dil;
+  if (t < 0 || t % stride != 0) return -1;
+  const int64_t o = t / stride;
+  return o < out_size ? o : -1;
+}
+
+GM_HOST_DEVICE inline bool inside(int64_t i, int64_t size) { return i >= 0 && i < size; }
+
+}  // namespace tapconv
+}  // namespace gmcore
