@@ -44,5 +44,16 @@ GM_HOST_DEVICE inline int64_t output_coord(int64_t i, int64_t k, int64_t stride,
 
 GM_HOST_DEVICE inline bool inside(int64_t i, int64_t size) { return i >= 0 && i < size; }
 
+// CPU data movement around the BLAS GEMMs (csrc/masked_conv_cpu.cpp; serial). For a chunk of N
+// images, cols is (T*C, N*Ho*Wo): row t*C + c holds tap t of channel c for every output
+// position of every image. pack: x (N, C, H, W) -> cols (inactive positions = 0);
+// unpack: column gradients -> gx (N, C, H, W), overwritten (the adjoint of pack).
+template <typename T>
+void pack_cpu(const T* x, T* cols, const int64_t* taps, int64_t ntaps, int64_t N, int64_t C,
+              int64_t H, int64_t W, int64_t Ho, int64_t Wo, const Geometry& g);
+template <typename T>
+void unpack_cpu(const T* gcols, T* gx, const int64_t* taps, int64_t ntaps, int64_t N, int64_t C,
+                int64_t H, int64_t W, int64_t Ho, int64_t Wo, const Geometry& g);
+
 }  // namespace tapconv
 }  // namespace gmcore

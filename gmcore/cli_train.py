@@ -3,7 +3,9 @@
 ``gmcore train MODEL [flags]`` parses in two stages: the model name first, then a parser built
 from two dataclasses, :class:`gmcore.train.TrainConfig` and the model's ``Config``, whose fields
 become flags (``gmcore train vae --help`` lists them). Values come from, in increasing priority:
-the dataclass defaults, ``--config FILE.toml`` (tables ``[train]`` and ``[model]``), the flags.
+the dataclass defaults, the model's ``train_defaults`` (a class attribute: a dict of TrainConfig
+fields, for models whose good step count or batch size differs from the general defaults),
+``--config FILE.toml`` (tables ``[train]`` and ``[model]``), the flags.
 """
 from __future__ import annotations
 
@@ -45,7 +47,10 @@ def parse_train_args(model: str, rest: list[str]):
     ns = p.parse_args(rest)
     try:
         file_vals = configs.read_toml(ns.config) if ns.config else {}
-        tcfg = configs.from_mapping(TrainConfig, file_vals.get("train", {}), source=ns.config or "")
+        tcfg = configs.from_mapping(TrainConfig, getattr(spec.cls, "train_defaults", {}),
+                                    source=f"{model}.train_defaults")
+        tcfg = configs.from_mapping(TrainConfig, file_vals.get("train", {}), source=ns.config or "",
+                                    base=tcfg)
         mcfg = configs.from_mapping(spec.config_cls, file_vals.get("model", {}), source=ns.config or "")
         tcfg = configs.from_namespace(TrainConfig, ns, base=tcfg)
         mcfg = configs.from_namespace(spec.config_cls, ns, base=mcfg)
@@ -81,7 +86,8 @@ def _ckpt_arguments(p: argparse.ArgumentParser) -> None:
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
     _ckpt_arguments(p)
     p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--out", default="", help="PNG file (default: samples_<seed>.png in the run folder)")
+    p.add_argument("--out", default="", help="PNG file (default: samples_<seed>.png in the run folder); "
+                   "for text and audio runs a folder (default: samples_<seed>/)")
 
 
 def _resolve_ckpt(path: str):
@@ -102,30 +108,60 @@ def _sample(args: argparse.Namespace) -> int:
         return 2
     ckpt = _resolve_ckpt(args.checkpoint)
     try:
-        model, _ = load_run_model(ckpt, device=args.device)
+        model, state = load_run_model(ckpt, device=args.device)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"gmcore sample: {exc}", file=sys.stderr)
         return 1
     from .autograd import no_grad
 
+    gen = Generator(device=args.device).manual_seed(args.seed)
+    if len(model.data.shape) != 3 and hasattr(model, "save_samples"):
+        return _sample_files(args, model, state, ckpt, gen)
     with no_grad():
-        samples = model.sample(args.n, generator=Generator(device=args.device).manual_seed(args.seed))
+        samples = model.sample(args.n, generator=gen)
     out = args.out or str(ckpt.parent / f"samples_{args.seed}.png")
     save_image_grid(samples, out)
     print(out)
     return 0
 
 
+def _sample_files(args, model, state, ckpt, gen) -> int:
+    """Text and audio runs: the model writes its own format (samples.txt, samples.wav) into
+    ``--out`` (a folder; default samples_<seed>/ in the run folder); the model's config sets
+    how many and how long."""
+    from pathlib import Path
+
+    from .autograd import no_grad
+
+    try:
+        train_set = _run_dataset(model, state, "train")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"gmcore sample: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else ckpt.parent / f"samples_{args.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    with no_grad():
+        written = model.save_samples(out, train_set, gen) or {}
+    print(out / written.get("samples_file", ""))
+    return 0
+
+
+def _run_dataset(model, state, split):
+    """The data set a run trained on (its name, data root and the model's dataset options)."""
+    from . import data as gdata
+
+    tc = state["train_config"]
+    opts = getattr(type(model), "dataset_options", lambda c: {})(model.config)
+    return gdata.get_dataset(state["data"]["name"], split, root=tc.get("data_root") or None, **opts)
+
+
 @command("eval", help="test bits/dim (and sample quality) of a trained model", add_arguments=_ckpt_arguments)
 def _eval(args: argparse.Namespace) -> int:
-    from . import data as gdata
     from .train import evaluate, load_run_model
 
     try:
         model, state = load_run_model(_resolve_ckpt(args.checkpoint), device=args.device)
-        tc = state["train_config"]
-        opts = getattr(type(model), "dataset_options", lambda c: {})(model.config)
-        test = gdata.get_dataset(state["data"]["name"], "test", root=tc.get("data_root") or None, **opts)
+        test = _run_dataset(model, state, "test")
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"gmcore eval: {exc}", file=sys.stderr)
         return 1

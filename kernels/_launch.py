@@ -52,6 +52,13 @@ class _Storage:
         return _Storage(self.raw.copy())  # the interpreter's "host copy"
 
     def copy_(self, other: "_Storage") -> None:
+        # The interpreter writes every pointer argument back after a launch. A read-only input
+        # (a cached table, a broadcast view's copy) cannot have been written by a correct kernel:
+        # skip it, but refuse the silent loss if the kernel did write to it.
+        if not self.raw.flags.writeable:
+            if not np.array_equal(self.raw, other.raw):
+                raise ValueError("a Triton kernel wrote to a read-only array argument")
+            return
         self.raw[...] = other.raw
 
 

@@ -9,6 +9,7 @@ import pytest
 import gmcore as gm
 from gmcore import cli, train
 from gmcore.cli_train import parse_train_args
+from gmcore.train import TrainConfig
 
 pytest.importorskip("safetensors")
 
@@ -154,6 +155,18 @@ def test_cli_config_file_then_flags(tmp_path):
         parse_train_args("vae", ["--config", str(f)])
 
 
+def test_cli_model_train_defaults_sit_below_toml_and_flags(tmp_path):
+    # wavenet's train_defaults replace the general ones; a TOML file and flags still win
+    _, tcfg, _ = parse_train_args("wavenet", [])
+    assert (tcfg.steps, tcfg.batch_size, tcfg.lr) == (300, 8, 3e-3)
+    f = tmp_path / "c.toml"
+    f.write_text("[train]\nbatch_size = 4\n")
+    _, tcfg, _ = parse_train_args("wavenet", ["--config", str(f), "--steps", "5"])
+    assert (tcfg.steps, tcfg.batch_size, tcfg.lr) == (5, 4, 3e-3)
+    _, tcfg, _ = parse_train_args("vae", [])
+    assert tcfg.steps == TrainConfig().steps
+
+
 def test_cli_models_sample_eval(tmp_path, capsys):
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
@@ -212,3 +225,18 @@ def test_train_on_user_mnist_files(tmp_path):
         parse = parse_train_args("vae", ["--dataset", "mnist", "--data-root", str(tmp_path / "nowhere"),
                                          "--out", str(tmp_path / "run2")])
         train.train(*parse, log=lambda *a: None)
+
+
+def test_cli_sample_text_run_writes_text(tmp_path, capsys):
+    # text (and audio) runs have no image grid: `gmcore sample` asks the model for its own format
+    run = tmp_path / "run"
+    assert cli.main(["train", "char-rnn", "--out", str(run), "--steps", "2", "--eval-every", "0", *FAST,
+                     "--hidden", "8", "--embed-dim", "4", "--seq-len", "16", "--samples", "2",
+                     "--sample-length", "30"]) == 0
+    assert (run / "samples.txt").exists()
+    capsys.readouterr()
+    assert cli.main(["sample", str(run), "--seed", "3"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.endswith("samples.txt") and "samples_3" in out
+    texts = (run / "samples_3" / "samples.txt").read_text(encoding="utf-8").split("-" * 72)
+    assert len(texts) == 2 and all(len(t.strip("\n")) == 30 for t in texts)

@@ -3,6 +3,7 @@
 ``mu_law_encode`` / ``mu_law_decode`` implement ITU-T G.711-style mu-law with
 ``mu = quantization_channels - 1`` (255 for the 256-way softmax of WaveNet).
 """
+import io
 import os
 import wave
 from pathlib import Path
@@ -103,7 +104,8 @@ def read_wav(path):
 
 
 def write_wav(path, samples, sample_rate, sample_width=2):
-    """Write mono (1-D) or multi-channel ``(frames, channels)`` float samples in ``[-1, 1]``."""
+    """Write mono (1-D) or multi-channel ``(frames, channels)`` float samples in ``[-1, 1]``
+    (atomically: a temporary file renamed into place)."""
     s = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
     s = s[:, None] if s.ndim == 1 else s
     if s.ndim != 2:
@@ -114,11 +116,14 @@ def write_wav(path, samples, sample_rate, sample_width=2):
         data = np.round(s * 32767.0).astype("<i2").tobytes()
     else:
         raise ValueError(f"sample_width must be 1 or 2 bytes, got {sample_width}")
-    with wave.open(str(path), "wb") as w:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
         w.setnchannels(s.shape[1])
         w.setsampwidth(sample_width)
         w.setframerate(int(sample_rate))
         w.writeframes(data)
+    from ..io import atomic_write_bytes  # a torn WAV never replaces a good one
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def synthetic_signal(seconds=10.0, sample_rate=16000, seed=0):

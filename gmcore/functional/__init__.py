@@ -17,3 +17,6 @@ from .vq import *  # noqa: F401,F403
 from .coupling import *  # noqa: F401,F403
 from .flow_ops import *  # noqa: F401,F403
 from .diffusion import *  # noqa: F401,F403
+from .wavenet import *  # noqa: F401,F403
+from .masked_conv import *  # noqa: F401,F403
+from .causal_conv import *  # noqa: F401,F403

@@ -11,6 +11,8 @@ number of discrete levels per value, data range). It defines:
   (k=...)", or "reconstruction" for models that are not density models). Continuous densities
   include the dequantization term (see :func:`gmcore.metrics.dequantization_nats`).
 * ``sample(n, generator) -> Tensor (n, *shape)`` with values in the data range.
+* optional class attribute ``train_defaults``: TrainConfig fields (``{"steps": 300, ...}``) that
+  ``gmcore train`` uses in place of the general defaults; a TOML file and flags still override.
 * optional ``save_samples(out_dir, dataset, generator) -> dict``: for data that is not an image
   (text, audio), write samples in the data's own format (``samples.txt``, ``samples.wav``) at the
   end of a run; returns what it wrote, merged into ``metrics.json``.

@@ -10,7 +10,10 @@ from .container import Identity, Sequential, ModuleList, ModuleDict, ParameterLi
 # layers
 from . import init  # noqa: F401
 from .linear import Linear, Bilinear  # noqa: F401
+from .masked_linear import MaskedLinear  # noqa: F401
 from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
+from .masked_conv import (MaskedConv2d, DownShiftedConv2d, DownRightShiftedConv2d,  # noqa: F401
+                          DownShiftedConvTranspose2d, DownRightShiftedConvTranspose2d, CausalConv1d)
 from .embedding import Embedding  # noqa: F401
 from .normalization import LayerNorm, GroupNorm, BatchNorm1d, BatchNorm2d  # noqa: F401
 from .dropout import Dropout, Dropout1d, Dropout2d  # noqa: F401
@@ -24,3 +27,4 @@ from .rnn import RNNCellBase, RNNCell, LSTMCell, GRUCell, RNNBase, RNN, LSTM, GR
 from .attention import MultiheadAttention, SelfAttention2d  # noqa: F401
 from .vq import VectorQuantizer  # noqa: F401
 from .flows import ActNorm2d, InvConv2d1x1  # noqa: F401
+from .wavenet import WaveNetBlock, WaveNetStack, CausalEmbedding, WaveNetGenerationState  # noqa: F401

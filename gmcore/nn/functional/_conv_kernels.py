@@ -21,7 +21,30 @@ shifted GEMMs without im2col: this layout was as fast or faster in each step (th
 transpose costs under 0.5 ms; the batched GEMMs and the copies into the other layout are
 slower), so it stays. Both GEMMs run near the BLAS peak; im2col is the remaining overhead.
 """
+import numpy as np
+
 from ...backend import xp_of
+
+
+def _tap_kernel(x, groups):
+    """The tap-convolution implementation serving this convolution, or None for im2col + GEMM.
+
+    On CUDA, ``groups == 1`` convolutions can run on the ``masked_conv`` family's implicit-GEMM
+    kernels with every tap active (dispatch op ``masked_conv/conv2d``). The im2col + cuBLAS path
+    is registered first there until a GPU measurement shows the kernel faster; select it with
+    ``GMCORE_KERNELS=masked_conv=triton`` or ``dispatch.set_preference``.
+    """
+    if groups != 1 or isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+        return None
+    from ... import dispatch
+    name, impl = dispatch.choose("masked_conv", "conv2d", "cuda")
+    return None if name == "reference" else impl
+
+
+def _tap_geometry(geom, kh, kw):
+    from ...functional._tap_conv import all_taps
+    (sh, sw), (pt, _, pl, _), (dh, dw), _ = geom
+    return all_taps(kh, kw), ((sh, sw), (pt, pl), (dh, dw))
 
 
 def out_size(size, k, s, pad_total, d):
@@ -80,6 +103,10 @@ def conv2d_raw(x, w, geom, out_hw=None, return_cols=False):
     o, cg, kh, kw = w.shape
     if out_hw is None:
         out_hw = (out_size(h, kh, sh, pt + pb, dh), out_size(wd, kw, sw, pl + pr, dw))
+    tap = _tap_kernel(x, groups)
+    if tap is not None:
+        y = tap.tap_conv2d_forward(x, w, None, *_tap_geometry(geom, kh, kw), tuple(out_hw))
+        return (y, None) if return_cols else y
     ho, wo = out_hw
     og, k = o // groups, cg * kh * kw
     cols = _columns(x, kh, kw, geom, out_hw)
@@ -99,6 +126,10 @@ def conv_transpose_raw(g, w, geom, out_hw):
     n, o, ho, wo = g.shape
     _, cg, kh, kw = w.shape
     h, wd = out_hw
+    tap = _tap_kernel(g, groups)
+    if tap is not None:
+        g = xp.ascontiguousarray(g)  # the gradient of a sum arrives broadcast
+        return tap.tap_conv2d_input_grad(g, w, *_tap_geometry(geom, kh, kw), (h, wd))
     og, k, c = o // groups, cg * kh * kw, cg * groups
     # a broadcast g (the gradient of a sum) must become a real array before BLAS sees it
     gt = xp.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, og, n * ho * wo)
@@ -128,6 +159,10 @@ def conv_weight_raw(x, gy, geom, w_shape, cols=None):
     o, cg, kh, kw = w_shape
     n, _, ho, wo = gy.shape
     og = o // groups
+    tap = _tap_kernel(x, groups)
+    if tap is not None:
+        return tap.tap_conv2d_weight_grad(xp.ascontiguousarray(x), xp.ascontiguousarray(gy),
+                                          *_tap_geometry(geom, kh, kw), (kh, kw))
     if cols is None:
         cols = _columns(x, kh, kw, geom, (ho, wo))
     # (g, O/g, N*L); a broadcast gy (the gradient of a sum) becomes a real array here

@@ -1,0 +1,103 @@
+// Bindings of the tap-convolution CPU kernels (families masked_conv / causal_conv): the column
+// packing (im2col over the active taps) and its adjoint (col2im), csrc/masked_conv_cpu.cpp.
+// The GEMMs run in Python through NumPy's BLAS (gmcore/functional/_tap_conv_cpu.py).
+#include "../csrc/masked_conv.h"
+
+#include "common.h"
+#include "registry.h"
+
+namespace {
+namespace py = pybind11;
+using gmcore::tapconv::Geometry;
+
+Geometry make_geometry(int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left, int64_t dh,
+                       int64_t dw, const char* fn) {
+  if (sh < 1 || sw < 1 || dh < 1 || dw < 1)
+    throw py::value_error(gmcore::where(fn) + "stride and dilation must be >= 1");
+  if (pad_top < 0 || pad_left < 0) throw py::value_error(gmcore::where(fn) + "padding must be >= 0");
+  return Geometry{sh, sw, pad_top, pad_left, dh, dw};
+}
+
+// taps (T, 2) int64 with 0 <= ky, kx (upper bounds are the caller's kernel size)
+int64_t check_taps(const py::array& taps, const char* fn) {
+  gmcore::check_int64_array(taps, fn, "taps");
+  if (taps.ndim() != 2 || taps.shape(1) != 2 || taps.shape(0) < 1)
+    throw py::value_error(gmcore::where(fn) + "taps must be a non-empty (T, 2) array");
+  const int64_t* p = static_cast<const int64_t*>(taps.data());
+  for (int64_t i = 0; i < 2 * taps.shape(0); ++i)
+    if (p[i] < 0) throw py::value_error(gmcore::where(fn) + "taps must be >= 0");
+  return taps.shape(0);
+}
+
+// x (N, C, H, W) -> cols (T*C, N*Ho*Wo), written into `cols`.
+void masked_conv_pack_cpu(const py::array& x, py::array& cols, const py::array& taps, int64_t Ho,
+                          int64_t Wo, int64_t sh, int64_t sw, int64_t pad_top, int64_t pad_left,
+                          int64_t dh, int64_t dw) {
+  const char* fn = "masked_conv_pack_cpu";
+  const char k = gmcore::check_float_array(x, fn, "x", 4);
+  gmcore::check_float_array(cols, fn, "cols", 2);
+  gmcore::check_same_dtype(cols, k, fn, "cols");
+  if (!cols.writeable()) throw py::value_error(gmcore::where(fn) + "cols must be writeable");
+  const int64_t T = check_taps(taps, fn);
+  const Geometry g = make_geometry(sh, sw, pad_top, pad_left, dh, dw, fn);
+  const int64_t N = x.shape(0), C = x.shape(1), H = x.shape(2), W = x.shape(3);
+  if (Ho < 1 || Wo < 1) throw py::value_error(gmcore::where(fn) + "output size must be >= 1");
+  if (cols.shape(0) != T * C || cols.shape(1) != N * Ho * Wo)
+    throw py::value_error(gmcore::where(fn) + "cols must be (T*C, N*Ho*Wo) = (" +
+                          std::to_string(T * C) + ", " + std::to_string(N * Ho * Wo) + ")");
+  const int64_t* tp = static_cast<const int64_t*>(taps.data());
+  const void* xp = x.data();
+  void* cp = cols.mutable_data();
+  py::gil_scoped_release release;
+  if (k == 'f')
+    gmcore::tapconv::pack_cpu<float>(static_cast<const float*>(xp), static_cast<float*>(cp), tp,
+                                     T, N, C, H, W, Ho, Wo, g);
+  else
+    gmcore::tapconv::pack_cpu<double>(static_cast<const double*>(xp), static_cast<double*>(cp),
+                                      tp, T, N, C, H, W, Ho, Wo, g);
+}
+
+// gcols (T*C, N*Ho*Wo) -> gx (N, C, H, W), overwritten.
+void masked_conv_unpack_cpu(const py::array& gcols, py::array& gx, const py::array& taps,
+                            int64_t Ho, int64_t Wo, int64_t sh, int64_t sw, int64_t pad_top,
+                            int64_t pad_left, int64_t dh, int64_t dw) {
+  const char* fn = "masked_conv_unpack_cpu";
+  const char k = gmcore::check_float_array(gcols, fn, "gcols", 2);
+  gmcore::check_float_array(gx, fn, "gx", 4);
+  gmcore::check_same_dtype(gx, k, fn, "gx");
+  if (!gx.writeable()) throw py::value_error(gmcore::where(fn) + "gx must be writeable");
+  const int64_t T = check_taps(taps, fn);
+  const Geometry g = make_geometry(sh, sw, pad_top, pad_left, dh, dw, fn);
+  const int64_t N = gx.shape(0), C = gx.shape(1), H = gx.shape(2), W = gx.shape(3);
+  if (Ho < 1 || Wo < 1) throw py::value_error(gmcore::where(fn) + "output size must be >= 1");
+  if (gcols.shape(0) != T * C || gcols.shape(1) != N * Ho * Wo)
+    throw py::value_error(gmcore::where(fn) + "gcols must be (T*C, N*Ho*Wo) = (" +
+                          std::to_string(T * C) + ", " + std::to_string(N * Ho * Wo) + ")");
+  const int64_t* tp = static_cast<const int64_t*>(taps.data());
+  const void* gp = gcols.data();
+  void* xp = gx.mutable_data();
+  py::gil_scoped_release release;
+  if (k == 'f')
+    gmcore::tapconv::unpack_cpu<float>(static_cast<const float*>(gp), static_cast<float*>(xp), tp,
+                                       T, N, C, H, W, Ho, Wo, g);
+  else
+    gmcore::tapconv::unpack_cpu<double>(static_cast<const double*>(gp), static_cast<double*>(xp),
+                                        tp, T, N, C, H, W, Ho, Wo, g);
+}
+
+void bind(py::module_& m) {
+  m.def("masked_conv_pack_cpu", &masked_conv_pack_cpu, py::arg("x"), py::arg("cols"),
+        py::arg("taps"), py::arg("Ho"), py::arg("Wo"), py::arg("sh"), py::arg("sw"),
+        py::arg("pad_top"), py::arg("pad_left"), py::arg("dh"), py::arg("dw"),
+        "Tap im2col: x (N, C, H, W) C-contiguous float32/float64 -> cols (T*C, N*Ho*Wo) "
+        "(written in place; row t*C + c = tap t of channel c; outside the input = 0).");
+  m.def("masked_conv_unpack_cpu", &masked_conv_unpack_cpu, py::arg("gcols"), py::arg("gx"),
+        py::arg("taps"), py::arg("Ho"), py::arg("Wo"), py::arg("sh"), py::arg("sw"),
+        py::arg("pad_top"), py::arg("pad_left"), py::arg("dh"), py::arg("dw"),
+        "Tap col2im (adjoint of masked_conv_pack_cpu): gcols (T*C, N*Ho*Wo) -> gx (N, C, H, W) "
+        "(overwritten in place).");
+}
+
+gmcore::RegisterBindings reg("masked_conv", &bind);
+
+}  // namespace
