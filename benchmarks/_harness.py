@@ -157,6 +157,30 @@ def use_implementation(family: str, name: str) -> None:
     dispatch.reset()
 
 
+def cases(family: str, op: str, device: str, torch) -> list[tuple[str, str | None, bool]]:
+    """``(label, implementation to select or None, torch.compile?)`` for every implementation of
+    ``family`` whose ``op`` loads on ``device`` (the others are reported on stderr and skipped),
+    then torch eager (and torch.compile on a GPU) when torch is installed."""
+    import sys
+
+    from gmcore import dispatch
+
+    out = []
+    for name in dispatch.implementations(family, device):
+        try:
+            use_implementation(family, name)
+            dispatch.get(family, op, device)
+        except (dispatch.KernelUnavailable, ValueError) as exc:
+            print(f"skip {name} on {device}: {exc}", file=sys.stderr)
+            continue
+        out.append((name, name, False))
+    if torch is not None and (device == "cpu" or torch.cuda.is_available()):
+        out.append(("torch", None, False))
+        if device == "cuda":
+            out.append(("torch.compile", None, True))
+    return out
+
+
 @contextlib.contextmanager
 def kernels_env_restored():
     """Put ``GMCORE_KERNELS`` (and the dispatch cache) back as they were on exit."""

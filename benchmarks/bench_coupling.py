@@ -22,11 +22,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import (devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
+from _harness import (cases, devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
                       torch_or_none, use_implementation)
 
 import gmcore as gm  # noqa: E402
-from gmcore import dispatch  # noqa: E402
 
 FAMILY = "coupling"
 
@@ -99,20 +98,7 @@ def main(argv=None):
         for device in devices(args.device):
             for scale_fn in ("exp", "sigmoid"):
                 size = f"B={shape[0]} {shape[1]}x{shape[2]}x{shape[3]} fp32 {scale_fn} {device}"
-                cases = []  # (label, implementation to select or None, torch.compile?)
-                for name in dispatch.implementations(FAMILY, device):
-                    try:
-                        use_implementation(FAMILY, name)
-                        dispatch.get(FAMILY, "affine", device)
-                    except (dispatch.KernelUnavailable, ValueError) as exc:
-                        print(f"skip {name} on {device}: {exc}", file=sys.stderr)
-                        continue
-                    cases.append((name, name, False))
-                if torch is not None and (device == "cpu" or torch.cuda.is_available()):
-                    cases.append(("torch", None, False))
-                    if device == "cuda":
-                        cases.append(("torch.compile", None, True))
-                for label, impl, compiled in cases:
+                for label, impl, compiled in cases(FAMILY, "affine", device, torch):
                     if impl is not None:
                         use_implementation(FAMILY, impl)
                         fwd, bwd, fwd_bwd = _gm_case(arrays, device, scale_fn)

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import (devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
+from _harness import (cases, devices, kernels_env_restored, measure, parse_args, report, row,  # noqa: E402
                       torch_or_none, use_implementation)
 
 import gmcore as gm  # noqa: E402
@@ -106,21 +106,8 @@ def block_rows(args, device, torch):
     moved = {"fwd": (2 * C + S) * M, "bwd": (3 * C + S) * M, "fwd+bwd": (5 * C + 2 * S) * M}
     arrays = _arrays(N, C, T, G, S, K)
     size = f"N={N} C={C} G={G} S={S} T={T} K={K} d={d} fp32 {device}"
-    cases = []
-    for name in dispatch.implementations(FAMILY, device):
-        try:
-            use_implementation(FAMILY, name)
-            dispatch.get(FAMILY, "wavenet_gate_forward", device)
-        except (dispatch.KernelUnavailable, ValueError) as exc:
-            print(f"skip {name} on {device}: {exc}", file=sys.stderr)
-            continue
-        cases.append((name, name, False))
-    if torch is not None and (device == "cpu" or torch.cuda.is_available()):
-        cases.append(("torch", None, False))
-        if device == "cuda":
-            cases.append(("torch.compile", None, True))
     rows = []
-    for label, impl, compiled in cases:
+    for label, impl, compiled in cases(FAMILY, "wavenet_gate_forward", device, torch):
         if impl is not None:
             use_implementation(FAMILY, impl)
             fns = _gm_case(arrays, device, d)

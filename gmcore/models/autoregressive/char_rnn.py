@@ -45,12 +45,22 @@ from ..registry import register
 __all__ = ["CharModel", "CharRNN", "CharRNNConfig"]
 
 
-def _check_text_config(config):
-    """Checks shared by the text models' configs (called from their ``__post_init__``)."""
-    if not config.temperature > 0:
-        raise ValueError(f"temperature must be positive, got {config.temperature}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ValueError(f"dropout must lie in [0, 1), got {config.dropout}")
+@dataclass
+class TextConfig:
+    """Fields shared by the character models' configs (data window and sampling); a subclass
+    adds its network's fields."""
+    seq_len: int = field(default=64, metadata={"help": "characters per training window (the data "
+                                                       "set's seq_len; char-rnn's BPTT length)", "min": 2})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0)", "min": 0.0})
+    sample_length: int = field(default=400, metadata={"help": "characters per text in samples.txt",
+                                                      "min": 1})
+    samples: int = field(default=5, metadata={"help": "texts written to samples.txt", "min": 1})
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
 
 
 class CharModel(GenerativeModel):
@@ -160,7 +170,7 @@ class CharModel(GenerativeModel):
 
 
 @dataclass
-class CharRNNConfig:
+class CharRNNConfig(TextConfig):
     cell: str = field(default="gru", metadata={
         "help": "recurrent cell (gru: faster and better than lstm at the default 2000 steps)",
         "choices": ["lstm", "gru"]})
@@ -169,15 +179,6 @@ class CharRNNConfig:
     layers: int = field(default=1, metadata={"help": "stacked recurrent layers", "min": 1})
     dropout: float = field(default=0.1, metadata={
         "help": "dropout on the embeddings, between layers and before the output layer", "min": 0.0})
-    seq_len: int = field(default=64, metadata={"help": "characters per training window (the data "
-                                                       "set's seq_len; also the BPTT length)", "min": 2})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0)", "min": 0.0})
-    sample_length: int = field(default=400, metadata={"help": "characters per text in samples.txt",
-                                                      "min": 1})
-    samples: int = field(default=5, metadata={"help": "texts written to samples.txt", "min": 1})
-
-    def __post_init__(self):
-        _check_text_config(self)
 
 
 @register("char-rnn", family="autoregressive", dataset="text",

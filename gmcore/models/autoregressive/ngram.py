@@ -22,28 +22,19 @@ from ... import nn
 from ..._dtype import int64
 from ..base import DataInfo
 from ..registry import register
-from .char_rnn import CharModel, _check_text_config
+from .char_rnn import CharModel, TextConfig
 
 __all__ = ["NeuralNGram", "NeuralNGramConfig"]
 
 
 @dataclass
-class NeuralNGramConfig:
+class NeuralNGramConfig(TextConfig):
     context: int = field(default=2, metadata={"help": "previous characters seen (2 = trigram)", "min": 1})
     embed_dim: int = field(default=64, metadata={"help": "character embedding size", "min": 1})
     hidden: int = field(default=1024, metadata={"help": "tanh hidden units", "min": 1})
     direct: bool = field(default=True, metadata={
         "help": "direct linear connections from the embeddings to the logits (Bengio et al.'s W)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on the hidden layer", "min": 0.0})
-    seq_len: int = field(default=64, metadata={"help": "characters per training window (the data "
-                                                       "set's seq_len)", "min": 2})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (> 0)", "min": 0.0})
-    sample_length: int = field(default=400, metadata={"help": "characters per text in samples.txt",
-                                                      "min": 1})
-    samples: int = field(default=5, metadata={"help": "texts written to samples.txt", "min": 1})
-
-    def __post_init__(self):
-        _check_text_config(self)
 
 
 @register("trigram-mlp", family="autoregressive", dataset="text",
