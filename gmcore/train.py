@@ -328,29 +328,34 @@ def _baseline(run) -> dict:
             metrics.bits_per_dim(nats, run.info.dims)}
 
 
+@contextlib.contextmanager
+def _sampling(run):
+    """EMA weights (when kept), eval mode and no autograd around drawing samples."""
+    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
+    with ctx, no_grad():
+        run.model.eval()
+        try:
+            yield
+        finally:
+            run.model.train()
+
+
 def _pictures(run, rows) -> dict:
     out, tcfg, res = run.out, run.tcfg, {}
     from .plots import save_image_grid, save_loss_curve
 
     save_loss_curve(rows, out / "loss_curve.png")
+    gen = Generator(device=tcfg.device).manual_seed(tcfg.seed)
     if len(run.info.shape) != 3 and tcfg.num_samples and hasattr(run.model, "save_samples"):
-        gen = Generator(device=tcfg.device).manual_seed(tcfg.seed)
-        ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
-        with ctx, no_grad():
-            run.model.eval()
+        with _sampling(run):  # text, audio: the model writes its own format
             res.update(run.model.save_samples(out, run.train_set, gen) or {})
-            run.model.train()
         return res
     if len(run.info.shape) != 3 or not (tcfg.num_samples or tcfg.sample_quality):
         return res
     quality = tcfg.sample_quality and run.dataset_name == "digits"
     n = max(tcfg.num_samples, QUALITY_SAMPLES if quality else 0)
-    gen = Generator(device=tcfg.device).manual_seed(tcfg.seed)
-    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
-    with ctx, no_grad():
-        run.model.eval()
+    with _sampling(run):
         samples = run.model.sample(n, generator=gen)
-        run.model.train()
     if tcfg.num_samples:
         save_image_grid(samples[:tcfg.num_samples], out / "samples.png")
     if quality:

@@ -17,6 +17,7 @@ Triton has no log1p / tanh in its core language, so the two use exact-enough rea
 import triton
 import triton.language as tl
 
+from gmcore.backend import xp_of
 from gmcore.kernels._launch import cdiv, interpreting, tl_arg
 
 __all__ = ["coupling_forward", "coupling_backward", "SM90_KERNELS"]
@@ -98,16 +99,6 @@ def _coupling_bwd_kernel(a_ptr, r_ptr, g_ptr, gl_ptr, din_ptr, dr_ptr, db_ptr, t
     tl.store(dr_ptr + offs, d_r, mask=mask)
 
 
-def _xp(a):
-    import numpy as np
-
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-
-    return cupy
-
-
 def _block(n, gpu_block):
     # the interpreter pays ~0.5 ms per program: fewer, larger programs there
     if interpreting():
@@ -117,7 +108,7 @@ def _block(n, gpu_block):
 
 def coupling_forward(x, r, b, fn, inverse):
     """(B, N) arrays -> ``(y, logdet[B])``."""
-    xp = _xp(x)
+    xp = xp_of(x)
     rows, n = (int(v) for v in x.shape)
     y = xp.empty_like(x)
     if rows == 0 or n == 0:
@@ -135,7 +126,7 @@ def coupling_forward(x, r, b, fn, inverse):
 def coupling_backward(a, r, g, gl, fn, inverse):
     """-> ``(d_in, d_r, d_shift)``; ``a`` is the op's input (forward) or output (inverse);
     ``d_shift`` is None in the forward direction (it is ``g`` itself)."""
-    xp = _xp(a)
+    xp = xp_of(a)
     rows, n = (int(v) for v in a.shape)
     d_in, d_r = xp.empty_like(a), xp.empty_like(a)
     d_b = xp.empty_like(a) if inverse else None  # forward: d_shift = g

@@ -14,10 +14,11 @@ dtype (tree reduction within a block).
 
 from __future__ import annotations
 
-import numpy as np
 import triton
 import triton.language as tl
 
+from ._math import logsigmoid, sigmoid
+from ...backend import xp_of
 from .._launch import cdiv, tl_arg
 
 # table rows (gmcore.schedules.ROWS)
@@ -43,18 +44,6 @@ LOSS_BLOCK = 1024
 def _clip1(x):
     # clamp to [-1, 1]; NaN passes through (as the reference)
     return tl.where(x < -1.0, -1.0, tl.where(x > 1.0, 1.0, x))
-
-
-@triton.jit
-def _sigmoid(z):
-    # the two-sided form (as csrc/diffusion.h): exp never overflows, both halves ulp-accurate
-    e = tl.exp(-tl.abs(z))
-    return tl.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-@triton.jit
-def _logsigmoid(z):
-    return tl.minimum(z, 0.0) - tl.log(1.0 + tl.exp(-tl.abs(z)))
 
 
 @triton.jit
@@ -214,14 +203,14 @@ def _vb_nll(x0, mp, lp, dlp):
     b = inv * (cc + 1.0 / 255.0)
     ua = _cdf_logit(a)
     ub = _cdf_logit(b)
-    sa = _sigmoid(ua)
-    sna = _sigmoid(-ua)
-    sb = _sigmoid(ub)
-    snb = _sigmoid(-ub)
+    sa = sigmoid(ua)
+    sna = sigmoid(-ua)
+    sb = sigmoid(ub)
+    snb = sigmoid(-ub)
     # left edge: log Phi~(b); right edge: log(1 - Phi~(a)); middle: log(Phi~(b) - Phi~(a))
-    l_left = _logsigmoid(ub)
+    l_left = logsigmoid(ub)
     d_left = -b * _cdf_logit_d(b) * snb
-    l_right = _logsigmoid(-ua)
+    l_right = logsigmoid(-ua)
     d_right = a * _cdf_logit_d(a) * sa
     delta = tl.where(a > 0, sna - snb, sb - sa)
     ok_mid = delta >= 1e-12
@@ -312,17 +301,10 @@ def _hybrid_bwd_kernel(mo_ptr, x0_ptr, xt_ptr, n_ptr, t_ptr, tab_ptr, w_ptr, g_p
 
 # ---- launchers -------------------------------------------------------------------------------
 
-def _xp(a):
-    if isinstance(a, np.ndarray):
-        return np
-    import cupy
-    return cupy
-
-
 def _scalar(value, like):
     """A float parameter as a 1-element array in the data dtype (Triton would type a Python
     float as fp32, losing float64 precision)."""
-    return _xp(like).full(1, value, dtype=like.dtype)
+    return xp_of(like).full(1, value, dtype=like.dtype)
 
 
 def _grid(B, N, block=BLOCK):
@@ -331,7 +313,7 @@ def _grid(B, N, block=BLOCK):
 
 def q_sample(x0, noise, t, tab):
     B, N = x0.shape
-    out = _xp(x0).empty_like(x0)
+    out = xp_of(x0).empty_like(x0)
     if B * N:
         _q_sample_kernel[_grid(B, N)](tl_arg(x0), tl_arg(noise), tl_arg(t), tl_arg(tab), tl_arg(out),
                                       int(N), int(tab.shape[1]), BLOCK=BLOCK)
@@ -340,7 +322,7 @@ def q_sample(x0, noise, t, tab):
 
 def predict_x0(xt, eps, t, tab, clip):
     B, N = xt.shape
-    out = _xp(xt).empty_like(xt)
+    out = xp_of(xt).empty_like(xt)
     if B * N:
         _predict_x0_kernel[_grid(B, N)](tl_arg(xt), tl_arg(eps), tl_arg(t), tl_arg(tab), tl_arg(out),
                                         int(N), int(tab.shape[1]), CLIP=bool(clip), BLOCK=BLOCK)
@@ -349,7 +331,7 @@ def predict_x0(xt, eps, t, tab, clip):
 
 def ddpm_step(xt, model_out, noise, t, tab, var_code, clip):
     B, N = xt.shape
-    out = _xp(xt).empty_like(xt)
+    out = xp_of(xt).empty_like(xt)
     if B * N:
         _ddpm_kernel[_grid(B, N)](tl_arg(xt), tl_arg(model_out), tl_arg(noise), tl_arg(t), tl_arg(tab),
                                   tl_arg(out), int(N), int(tab.shape[1]), VAR_CODE=int(var_code),
@@ -359,7 +341,7 @@ def ddpm_step(xt, model_out, noise, t, tab, var_code, clip):
 
 def ddim_step(xt, eps, noise, t, t_prev, tab, eta, clip):
     B, N = xt.shape
-    out = _xp(xt).empty_like(xt)
+    out = xp_of(xt).empty_like(xt)
     if B * N:
         _ddim_kernel[_grid(B, N)](tl_arg(xt), tl_arg(eps), tl_arg(noise), tl_arg(t), tl_arg(t_prev),
                                   tl_arg(tab), tl_arg(out), int(N), int(tab.shape[1]),
@@ -370,7 +352,7 @@ def ddim_step(xt, eps, noise, t, t_prev, tab, eta, clip):
 
 def eps_loss_fwd(pred, noise, t, w):
     B, N = pred.shape
-    out = _xp(pred).empty(B, dtype=pred.dtype)
+    out = xp_of(pred).empty(B, dtype=pred.dtype)
     _eps_loss_fwd_kernel[(int(B),)](tl_arg(pred), tl_arg(noise), tl_arg(t), tl_arg(w), tl_arg(out),
                                     int(N), BLOCK=LOSS_BLOCK)
     return out
@@ -378,7 +360,7 @@ def eps_loss_fwd(pred, noise, t, w):
 
 def eps_loss_bwd(pred, noise, t, w, g):
     B, N = pred.shape
-    out = _xp(pred).empty_like(pred)
+    out = xp_of(pred).empty_like(pred)
     if B * N:
         _eps_loss_bwd_kernel[_grid(B, N)](tl_arg(pred), tl_arg(noise), tl_arg(t), tl_arg(w), tl_arg(g),
                                           tl_arg(out), int(N), BLOCK=BLOCK)
@@ -387,7 +369,7 @@ def eps_loss_bwd(pred, noise, t, w, g):
 
 def hybrid_fwd(model_out, x0, xt, noise, t, tab, w, vb_weight):
     B, N = x0.shape
-    out = _xp(x0).empty(B, dtype=x0.dtype)
+    out = xp_of(x0).empty(B, dtype=x0.dtype)
     _hybrid_fwd_kernel[(int(B),)](tl_arg(model_out), tl_arg(x0), tl_arg(xt), tl_arg(noise), tl_arg(t),
                                   tl_arg(tab), tl_arg(w), tl_arg(out), int(N), int(tab.shape[1]),
                                   tl_arg(_scalar(vb_weight, x0)), BLOCK=LOSS_BLOCK)
@@ -396,7 +378,7 @@ def hybrid_fwd(model_out, x0, xt, noise, t, tab, w, vb_weight):
 
 def hybrid_bwd(model_out, x0, xt, noise, t, tab, w, vb_weight, g):
     B, N = x0.shape
-    out = _xp(x0).empty_like(model_out)
+    out = xp_of(x0).empty_like(model_out)
     if B * N:
         _hybrid_bwd_kernel[_grid(B, N)](tl_arg(model_out), tl_arg(x0), tl_arg(xt), tl_arg(noise),
                                         tl_arg(t), tl_arg(tab), tl_arg(w), tl_arg(g), tl_arg(out),

@@ -24,30 +24,10 @@ import numpy as np
 import triton
 import triton.language as tl
 
+from ._math import expm1, log1p, tanh
 from .._launch import cdiv, interpreting, tl_arg
 
 __all__ = ["dlml_forward", "SM90_KERNELS"]
-
-
-@triton.jit
-def _expm1(x):
-    u = tl.exp(x)
-    um1 = u - 1.0
-    corr = um1 * x / tl.log(u)
-    return tl.where(u == 1.0, x, tl.where(um1 == -1.0, um1, corr))
-
-
-@triton.jit
-def _log1p(x):
-    u = 1.0 + x
-    return tl.where(u == 1.0, x, tl.log(u) * x / (u - 1.0))
-
-
-@triton.jit
-def _tanh(x):
-    t = _expm1(-2.0 * tl.abs(x))  # tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|))
-    r = -t / (2.0 + t)
-    return tl.where(x < 0.0, -r, r)
 
 
 @triton.jit
@@ -63,18 +43,18 @@ def _term(xc, mu, raw, h, lo_edge, hi_edge, d_min, log_thr, log_half_bins):
     ea = tl.exp(-tl.abs(a))
     eb = tl.exp(-tl.abs(b))
     eu = tl.exp(-tl.abs(u))
-    la = _log1p(ea)
-    lb = _log1p(eb)
+    la = log1p(ea)
+    lb = log1p(eb)
     sna = tl.where(a >= 0.0, ea, 1.0) / (1.0 + ea)   # sigmoid(-a), no cancellation
     sb = tl.where(b >= 0.0, 1.0, eb) / (1.0 + eb)
     su = tl.where(u >= 0.0, 1.0, eu) / (1.0 + eu)
     wide = d > d_min
     dd = tl.where(wide, d, 1.0)
-    em = _expm1(-dd)
+    em = expm1(-dd)
     lp_first = tl.minimum(a, 0.0) - la
     lp_last = tl.minimum(-b, 0.0) - lb
     lp_int = lp_first + lp_last + tl.log(-em)
-    lp_tail = u - s + 2.0 * (tl.minimum(-u, 0.0) - _log1p(eu)) - log_half_bins
+    lp_tail = u - s + 2.0 * (tl.minimum(-u, 0.0) - log1p(eu)) - log_half_bins
     du = 1.0 - 2.0 * su
     first = xc < lo_edge
     last = xc > hi_edge
@@ -133,9 +113,9 @@ def _dlml_kernel(x_ptr, p_ptr, nll_ptr, g_ptr, c_ptr, N, K, C: tl.constexpr,
             co0 = (K + 2 * K + k) * n64        # coefficient slot q sits at K + q*S + 2K
             co1 = (K + S + 2 * K + k) * n64
             co2 = (K + 2 * S + 2 * K + k) * n64
-            t0 = _tanh(tl.load(pb + co0, mask=mask, other=0.0))
-            t1 = _tanh(tl.load(pb + co1, mask=mask, other=0.0))
-            t2 = _tanh(tl.load(pb + co2, mask=mask, other=0.0))
+            t0 = tanh(tl.load(pb + co0, mask=mask, other=0.0))
+            t1 = tanh(tl.load(pb + co1, mask=mask, other=0.0))
+            t2 = tanh(tl.load(pb + co2, mask=mask, other=0.0))
             mo1 = (K + S + k) * n64
             mo2 = (K + 2 * S + k) * n64
             mu1 = tl.load(pb + mo1, mask=mask, other=0.0) + t0 * x0

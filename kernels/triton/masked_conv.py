@@ -36,6 +36,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
+from gmcore.backend import xp_of
 from gmcore.functional._masked_conv_cuda import (_device_taps, check_forward, check_input_grad,
                                                  check_weight_grad, weight_grad_splits)
 from gmcore.kernels._launch import cdiv, interpreting, tl_arg
@@ -189,10 +190,6 @@ def all_taps(kh, kw):
     return np.stack([ky.ravel(), kx.ravel()], axis=1)
 
 
-def _xp(a):
-    return np if isinstance(a, np.ndarray) else __import__("cupy")
-
-
 def _blocks(m, wide, narrow, block_m, block_w, block_k, fp64):
     """Tile sizes: given ones win; else the GPU defaults (64 x 64, K step 32; 16 for float64, whose
     tiles take twice the registers and shared memory) or, in the interpreter (~0.5 ms per program),
@@ -240,7 +237,7 @@ def tap_conv2d_forward(x, w, bias, taps, geom, out_hw, *, block_m=None, block_o=
     dims, (sh, sw, pt, pl, dh, dw) = check_forward(x, w, bias, taps, geom, out_hw,
                                                    fn="masked_conv triton tap_conv2d_forward")
     N, C, H, W, O, KH, KW, Ho, Wo, T = dims
-    xp = _xp(x)
+    xp = xp_of(x)
     y = xp.empty((N, O, Ho, Wo), dtype=x.dtype)
     M = N * Ho * Wo
     if M == 0 or O == 0:
@@ -272,7 +269,7 @@ def tap_conv2d_input_grad(gy, w, taps, geom, in_hw, *, block_m=None, block_o=Non
     dims, (sh, sw, pt, pl, dh, dw) = check_input_grad(gy, w, taps, geom, in_hw,
                                                       fn="masked_conv triton tap_conv2d_input_grad")
     N, C, H, W, O, KH, KW, Ho, Wo, T = dims
-    xp = _xp(gy)
+    xp = xp_of(gy)
     gx = xp.empty((N, C, H, W), dtype=gy.dtype)
     M = N * H * W
     if M == 0 or C == 0:
@@ -303,7 +300,7 @@ def tap_conv2d_weight_grad(x, gy, taps, geom, kernel_hw, *, block_m=None, block_
     dims, (sh, sw, pt, pl, dh, dw) = check_weight_grad(x, gy, taps, geom, kernel_hw,
                                                        fn="masked_conv triton tap_conv2d_weight_grad")
     N, C, H, W, O, KH, KW, Ho, Wo, T = dims
-    xp = _xp(x)
+    xp = xp_of(x)
     gw = xp.zeros((O, C, KH, KW), dtype=x.dtype)
     M = N * Ho * Wo
     if M == 0 or O == 0 or C == 0:

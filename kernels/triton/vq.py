@@ -19,6 +19,7 @@ import numpy as np
 import triton
 import triton.language as tl
 
+from ...backend import xp_of
 from .._launch import cdiv, tl_arg
 
 __all__ = ["vq_nearest", "vq_ema_stats", "SM90_KERNELS"]
@@ -85,17 +86,13 @@ def _ema_stats_kernel(z_ptr, idx_ptr, counts_ptr, sums_ptr, N, D, BLOCK_N: tl.co
         tl.atomic_add(sums_ptr + idx[:, None] * D + cols[None, :], v, mask=m)
 
 
-def _xp(a):
-    return np if isinstance(a, np.ndarray) else __import__("cupy")
-
-
 def _block_d(d):
     return max(16, min(64, triton.next_power_of_2(max(int(d), 1))))
 
 
 def vq_nearest(z, codebook):
     """int64 (N,) index of the nearest row of ``codebook`` (K, D) for each row of ``z`` (N, D)."""
-    xp = _xp(z)
+    xp = xp_of(z)
     n, d = z.shape
     k = codebook.shape[0]
     out = xp.zeros(n, dtype=xp.int64)
@@ -117,7 +114,7 @@ def vq_nearest(z, codebook):
 
 def vq_ema_stats(z, indices, num_codes):
     """(counts (K,), sums (K, D)) of the rows of ``z`` grouped by int64 ``indices``, in z's dtype."""
-    xp = _xp(z)
+    xp = xp_of(z)
     n, d = z.shape
     counts = xp.zeros(num_codes, dtype=z.dtype)
     sums = xp.zeros((num_codes, d), dtype=z.dtype)

@@ -19,31 +19,11 @@ import numpy as np
 import triton
 import triton.language as tl
 
+from ._math import sigmoid, tanh
+from ...backend import xp_of
 from .._launch import cdiv, interpreting, tl_arg
 
 __all__ = ["gate_forward", "gate_backward", "SM90_KERNELS"]
-
-
-@triton.jit
-def _expm1(x):
-    u = tl.exp(x)
-    um1 = u - 1.0
-    corr = um1 * x / tl.log(u)
-    return tl.where(u == 1.0, x, tl.where(um1 == -1.0, um1, corr))
-
-
-@triton.jit
-def _tanh(x):
-    m = _expm1(-2.0 * tl.abs(x))
-    r = -m / (2.0 + m)
-    return tl.where(x < 0.0, -r, r)
-
-
-@triton.jit
-def _sigmoid(x):
-    e = tl.exp(-tl.abs(x))
-    r = 1.0 / (1.0 + e)
-    return tl.where(x >= 0.0, r, e * r)
 
 
 @triton.jit
@@ -62,8 +42,8 @@ def _gate_forward_kernel(z_ptr, b_ptr, c_ptr, a_ptr, ts_ptr, G, L, total,
     if HAS_COND:
         z1 += tl.load(c_ptr + o1, mask=mask, other=0.0)
         z2 += tl.load(c_ptr + o2, mask=mask, other=0.0)
-    t = _tanh(z1)
-    s = _sigmoid(z2)
+    t = tanh(z1)
+    s = sigmoid(z2)
     tl.store(ts_ptr + o1, t, mask=mask)
     tl.store(ts_ptr + o2, s, mask=mask)
     tl.store(a_ptr + offs, t * s, mask=mask)
@@ -86,10 +66,6 @@ def _gate_backward_kernel(ts_ptr, ga_ptr, dz_ptr, G, L, total, BLOCK: tl.constex
     tl.store(dz_ptr + o2, gs * t * (1.0 - s), mask=mask)
 
 
-def _xp(a):
-    return np if isinstance(a, np.ndarray) else __import__("cupy")
-
-
 def _block(total):
     # the interpreter pays per program: few, wide programs; on a GPU 1024 lanes per program
     if interpreting():
@@ -102,7 +78,7 @@ def gate_forward(z, bias, cond=None, block=None):
 
     NumPy arrays under the interpreter, CuPy arrays on a GPU (current stream of the device).
     """
-    xp = _xp(z)
+    xp = xp_of(z)
     if z.ndim != 3 or z.shape[1] % 2 or z.dtype not in (np.float32, np.float64):
         raise ValueError(f"wavenet triton kernel: z must be float32/float64 (N, 2G, L), got "
                          f"{z.dtype} {tuple(z.shape)}")
@@ -128,7 +104,7 @@ def gate_forward(z, bias, cond=None, block=None):
 
 def gate_backward(ts, ga, block=None):
     """ts (N, 2G, L) saved by :func:`gate_forward`, ga (N, G, L) = dL/da -> dz (N, 2G, L)."""
-    xp = _xp(ts)
+    xp = xp_of(ts)
     if ts.ndim != 3 or ts.shape[1] % 2 or ts.dtype not in (np.float32, np.float64):
         raise ValueError(f"wavenet triton kernel: ts must be float32/float64 (N, 2G, L), got "
                          f"{ts.dtype} {tuple(ts.shape)}")
