@@ -55,5 +55,19 @@ template <typename T>
 void unpack_cpu(const T* gcols, T* gx, const int64_t* taps, int64_t ntaps, int64_t N, int64_t C,
                 int64_t H, int64_t W, int64_t Ho, int64_t Wo, const Geometry& g);
 
+// Direct float32 kernels for stride 1 (csrc/masked_conv_direct_cpu.cpp; AVX-512, OpenMP).
+// shift_conv_forward: out[n, m, oy, ox] = bias[m] + sum_t sum_c a[m, t, c] *
+// in[n, c, oy + shifts[t, 0], ox + shifts[t, 1]] (zero outside in), out (N, M, Ho, Wo)
+// overwritten. shift_conv_weight_grad: gw[t, c, m] = sum_{n, oy, ox} gy[n, m, oy, ox] *
+// x[n, c, oy + shifts[t, 0], ox + shifts[t, 1]], gw (T, C, M) overwritten.
+// direct_supported(): whether this CPU (and build) can run them.
+bool direct_supported();
+void shift_conv_forward(const float* in, int64_t N, int64_t C, int64_t Hi, int64_t Wi,
+                        const float* a, int64_t M, const int64_t* shifts, int64_t T, float* out,
+                        int64_t Ho, int64_t Wo, const float* bias);
+void shift_conv_weight_grad(const float* x, int64_t N, int64_t C, int64_t Hi, int64_t Wi,
+                            const float* gy, int64_t M, int64_t Ho, int64_t Wo,
+                            const int64_t* shifts, int64_t T, float* gw);
+
 }  // namespace tapconv
 }  // namespace gmcore

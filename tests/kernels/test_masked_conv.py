@@ -24,13 +24,39 @@ from gmcore.testing import gradcheck
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 IMPL_NAMES = ["reference", "cpp", "numba"]
+# the contract also runs cpp's packed-GEMM path where its direct kernels would take the call
+CONTRACT_NAMES = ["reference", "cpp", "cpp-gemm", "numba"]
 FIXTURE_OK = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+class _GemmPath:
+    """The cpp implementation with its direct AVX-512 kernels off: the packed-GEMM path."""
+
+    def __getattr__(self, name):
+        fn = getattr(_tap_conv_cpu, name)
+
+        def call(*args, **kwargs):
+            old, _tap_conv_cpu.USE_DIRECT = _tap_conv_cpu.USE_DIRECT, False
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _tap_conv_cpu.USE_DIRECT = old
+        return call
+
+
+def _direct_or_skip():
+    _module("cpp")
+    if not _tap_conv_cpu.direct_applies(np.float32, ((1, 1), (0, 0), (1, 1))):
+        pytest.skip("the direct kernels need an x86-64 CPU with AVX-512")
 
 
 def _module(name):
     """The implementation module of the contract (skip when unavailable)."""
     if name == "reference":
         return _tap_conv_reference
+    if name == "cpp-gemm":
+        _module("cpp")
+        return _GemmPath()
     if name == "cpp":
         try:
             _tap_conv_cpu.check_available()
@@ -131,7 +157,7 @@ def _arrays(p, dtype):
 
 # ---- the contract, per implementation -----------------------------------------------------------
 
-@pytest.mark.parametrize("name", IMPL_NAMES)
+@pytest.mark.parametrize("name", CONTRACT_NAMES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @given(p=problems())
 def test_contract_matches_dense(name, dtype, p):
@@ -151,7 +177,7 @@ def test_contract_matches_dense(name, dtype, p):
     assert np.all(gw[:, :, ~mask] == 0)
 
 
-@pytest.mark.parametrize("name", ["cpp", "numba"])
+@pytest.mark.parametrize("name", ["cpp-gemm", "numba"])
 @pytest.mark.parametrize("chunk", [1, 3000])
 def test_batch_chunks(name, chunk, monkeypatch):
     """Several chunks (one image each, or a few with a remainder) give the same result."""
@@ -172,19 +198,134 @@ def test_batch_chunks(name, chunk, monkeypatch):
                                dense_weight_grad(x, gy, taps, geom, (3, 3)), atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["cpp", "numba"])
-def test_contract_outputs_are_new_arrays_and_extremes(name):
+@pytest.mark.parametrize("name", ["cpp", "cpp-gemm", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_contract_outputs_are_new_arrays_and_extremes(name, dtype):
     mod = _module(name)
-    x = np.full((1, 1, 3, 3), np.inf)
-    w = np.ones((1, 1, 1, 1))
+    x = np.full((1, 1, 3, 3), np.inf, dtype)
+    w = np.ones((1, 1, 1, 1), dtype)
     taps = np.array([[0, 0]], dtype=np.int64)
     geom = ((1, 1), (0, 0), (1, 1))
     y = mod.tap_conv2d_forward(x, w, None, taps, geom, (3, 3))
     assert np.all(np.isinf(y)) and not np.shares_memory(y, x)
     # a stride that only samples the padding: zeros, not garbage
-    y = mod.tap_conv2d_forward(np.ones((1, 1, 2, 2)), w, None, taps, ((5, 5), (3, 3), (1, 1)),
-                               (1, 1))
+    y = mod.tap_conv2d_forward(np.ones((1, 1, 2, 2), dtype), w, None, taps,
+                               ((5, 5), (3, 3), (1, 1)), (1, 1))
     assert y.tolist() == [[[[0.0]]]]
+
+
+@st.composite
+def stride1_problems(draw):
+    """Stride-1 float32 problems for the direct kernels: channel counts that leave remainders
+    of every tile (6 output channels, 6 input channels, 16-lane output-channel vectors), images
+    wider and narrower than one 64-pixel tile, padding larger than the kernel."""
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 40))
+    pt, pl = draw(st.integers(0, dh * (kh - 1) + 2)), draw(st.integers(0, dw * (kw - 1) + 2))
+    pb, pr = draw(st.integers(0, dh * (kh - 1) + 1)), draw(st.integers(0, dw * (kw - 1) + 1))
+    ho = max(1, h + pt + pb - dh * (kh - 1))
+    wo = max(1, w + pl + pr - dw * (kw - 1))
+    active = draw(st.lists(st.booleans(), min_size=kh * kw, max_size=kh * kw))
+    taps = [(i // kw, i % kw) for i, a in enumerate(active) if a] or [(0, 0)]
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 14)), draw(st.integers(1, 70))
+    return dict(n=n, c=c, o=o, h=h, w=w, kh=kh, kw=kw, taps=np.array(taps, dtype=np.int64),
+                geom=((1, 1), (pt, pl), (dh, dw)), out_hw=(ho, wo), seed=draw(st.integers(0, 99)))
+
+
+@given(p=stride1_problems())
+def test_direct_kernels_match_dense(p):
+    """The AVX-512 kernels (the cpp default for float32 at stride 1) against float64 dense."""
+    _direct_or_skip()
+    x, w, b, gy = _arrays(p, np.float32)
+    taps, geom, out_hw = p["taps"], p["geom"], p["out_hw"]
+    k = len(taps) * p["c"]  # terms per output: the float32 error grows with it
+    w_inactive = w.copy()
+    mask = np.zeros(w.shape[2:], bool)
+    mask[taps[:, 0], taps[:, 1]] = True
+    w_inactive[:, :, ~mask] = np.nan  # inactive taps are never read
+    y = _tap_conv_cpu.tap_conv2d_forward(x, w_inactive, b, taps, geom, out_hw)
+    np.testing.assert_allclose(y, dense_forward(x, w, b, taps, geom, out_hw), rtol=1e-5,
+                               atol=1e-6 * k)
+    gx = _tap_conv_cpu.tap_conv2d_input_grad(gy, w_inactive, taps, geom, (p["h"], p["w"]))
+    np.testing.assert_allclose(gx, dense_input_grad(gy, w, taps, geom, (p["h"], p["w"])),
+                               rtol=1e-5, atol=1e-6 * len(taps) * p["o"])
+    gw = _tap_conv_cpu.tap_conv2d_weight_grad(x, gy, taps, geom, (p["kh"], p["kw"]))
+    np.testing.assert_allclose(gw, dense_weight_grad(x, gy, taps, geom, (p["kh"], p["kw"])),
+                               rtol=1e-5, atol=1e-6 * p["n"] * out_hw[0] * out_hw[1])
+    assert y.dtype == gx.dtype == gw.dtype == np.float32
+
+
+def test_direct_kernels_pixelcnn_sizes():
+    """A PixelCNN layer's size (several 64-pixel tiles and weight-gradient row blocks per
+    image) against the packed-GEMM path, and the weight gradient is bitwise repeatable."""
+    _direct_or_skip()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 16, 33, 35), dtype=np.float32)
+    w = rng.standard_normal((40, 16, 7, 7), dtype=np.float32)
+    gy = rng.standard_normal((3, 40, 33, 35), dtype=np.float32)
+    taps = np.argwhere(F.masked_conv2d_mask(40, 16, 7, "A").any(axis=(0, 1))).astype(np.int64)
+    geom, gemm = ((1, 1), (3, 3), (1, 1)), _GemmPath()
+    for fn, args in ((("tap_conv2d_forward"), (x, w, None, taps, geom, (33, 35))),
+                     (("tap_conv2d_input_grad"), (gy, w, taps, geom, (33, 35))),
+                     (("tap_conv2d_weight_grad"), (x, gy, taps, geom, (7, 7)))):
+        got = getattr(_tap_conv_cpu, fn)(*args)
+        np.testing.assert_allclose(got, getattr(gemm, fn)(*args), rtol=1e-4, atol=2e-3)
+    gw = _tap_conv_cpu.tap_conv2d_weight_grad(x, gy, taps, geom, (7, 7))
+    assert np.array_equal(gw, _tap_conv_cpu.tap_conv2d_weight_grad(x, gy, taps, geom, (7, 7)))
+
+
+def test_direct_kernels_read_only_real_pixels():
+    """Infinite inputs reach exactly the outputs and weight gradients that read them: the grid
+    columns past each output row are computed in the forward pass but never stored, and never
+    enter the weight gradient (0 * inf there would be NaN)."""
+    _direct_or_skip()
+    x = np.ones((1, 1, 3, 4), np.float32)
+    x[0, 0, :, -1] = np.inf  # the last column
+    w = np.ones((1, 1, 1, 2), np.float32)
+    taps = np.array([[0, 0], [0, 1]], dtype=np.int64)
+    geom = ((1, 1), (0, 1), (1, 1))  # causal along x: tap 0 reads ox - 1, tap 1 reads ox
+    y = _tap_conv_cpu.tap_conv2d_forward(x, w, None, taps, geom, (3, 4))
+    assert np.array_equal(y[0, 0, :, :3], np.array([[1, 2, 2]] * 3, np.float32))
+    assert np.all(np.isinf(y[0, 0, :, 3]))
+    # no output reads the last column through tap 0, so its gradient is finite
+    gw = _tap_conv_cpu.tap_conv2d_weight_grad(x, np.ones_like(y), taps, geom, (1, 2))
+    assert gw[0, 0, 0, 0] == 9 and np.isinf(gw[0, 0, 0, 1])
+
+
+def test_direct_binding_checks():
+    _direct_or_skip()
+    from gmcore import _C
+    x = np.zeros((1, 2, 3, 3), np.float32)
+    a = np.zeros((4, 1, 2), np.float32)
+    s = np.zeros((1, 2), np.int64)
+    out = np.zeros((1, 4, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="float32"):
+        _C.masked_conv_shift_forward_cpu(x.astype(np.float64), a, s, out)
+    with pytest.raises(ValueError, match=r"a must be \(M, T, C\)"):
+        _C.masked_conv_shift_forward_cpu(x, np.zeros((4, 2, 2), np.float32), s, out)
+    with pytest.raises(ValueError, match="out must be"):
+        _C.masked_conv_shift_forward_cpu(x, a, s, np.zeros((1, 3, 3, 3), np.float32))
+    with pytest.raises(ValueError, match="bias must be"):
+        _C.masked_conv_shift_forward_cpu(x, a, s, out, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="shifts"):
+        _C.masked_conv_shift_forward_cpu(x, a, s.astype(np.int32), out)
+    with pytest.raises(ValueError, match=r"gw must be \(T, C, M\)"):
+        _C.masked_conv_shift_weight_grad_cpu(x, out, s, np.zeros((1, 2, 3), np.float32))
+    with pytest.raises(ValueError, match="gy must be"):
+        _C.masked_conv_shift_weight_grad_cpu(x, np.zeros((2, 4, 3, 3), np.float32), s,
+                                             np.zeros((1, 2, 4), np.float32))
+
+
+def test_direct_path_selection():
+    """float32 at stride 1 takes the direct kernels where the CPU has them; float64 and strided
+    calls take the packed-GEMM path."""
+    _module("cpp")
+    from gmcore import _C
+    one = ((1, 1), (0, 0), (1, 1))
+    assert _tap_conv_cpu.direct_applies(np.float32, one) == _C.masked_conv_direct_supported()
+    assert not _tap_conv_cpu.direct_applies(np.float64, one)
+    assert not _tap_conv_cpu.direct_applies(np.float32, ((2, 1), (0, 0), (1, 1)))
 
 
 def test_cpp_binding_checks():
