@@ -2,7 +2,10 @@
 
 Cases: PixelCNN masked conv2d, N=32, 64 -> 64 channels, 32x32, 7x7 mask "A" (24 of 49 taps)
 and 3x3 mask "B" (5 of 9 taps); WaveNet causal conv1d, N=16, 128 -> 128 channels, T=16000,
-K=2, a stack of dilations 1, 2, ..., 512 (times summed over the stack). Every implementation
+K=2, a stack of dilations 1, 2, ..., 512 (times summed over the stack); and plain ``F.conv2d``
+3x3 (N=32, 64 -> 64, 32x32, padding 1), which routes through the tap kernels where dispatch op
+``masked_conv/conv2d`` picks them (row ``cpp``/``triton``/``cuda``) or keeps im2col + BLAS (row
+``reference``). Every implementation
 available on the device runs through the public op (``GMCORE_KERNELS``-style selection; the
 ``reference`` row is the Tensor-op path: gmcore's im2col conv2d on ``weight * mask``), next to
 torch eager written the straightforward way (``conv2d(x, weight * mask)``; ``conv1d`` on the
@@ -32,22 +35,25 @@ from gmcore import dispatch  # noqa: E402
 
 
 def _cases(small):
-    """(family, label, spec): masked specs (N, C, O, H, W, k, mask), causal (N, C, T, K, dils)."""
+    """(family, label, spec): masked specs (N, C, O, H, W, k, mask), causal (N, C, T, K, dils),
+    plain conv2d (N, C, O, H, W, k)."""
     if small:
         return [("masked_conv", "N=2 8->8 12x12 7x7 A", ("masked", 2, 8, 8, 12, 12, 7, "A")),
+                ("masked_conv", "conv2d N=2 8->8 12x12 3x3", ("plain", 2, 8, 8, 12, 12, 3)),
                 ("masked_conv", "N=2 8->8 12x12 3x3 B", ("masked", 2, 8, 8, 12, 12, 3, "B")),
                 ("causal_conv", "N=2 16ch T=500 K=2 d=1..8",
                  ("causal", 2, 16, 500, 2, (1, 2, 4, 8)))]
     return [("masked_conv", "N=32 64->64 32x32 7x7 A", ("masked", 32, 64, 64, 32, 32, 7, "A")),
             ("masked_conv", "N=32 64->64 32x32 3x3 B", ("masked", 32, 64, 64, 32, 32, 3, "B")),
             ("causal_conv", "N=16 128ch T=16000 K=2 d=1..512 (10 layers)",
-             ("causal", 16, 128, 16000, 2, tuple(2 ** i for i in range(10))))]
+             ("causal", 16, 128, 16000, 2, tuple(2 ** i for i in range(10)))),
+            ("masked_conv", "conv2d N=32 64->64 32x32 3x3", ("plain", 32, 64, 64, 32, 32, 3))]
 
 
 def _data(spec, seed=0):
     rng = np.random.default_rng(seed)
-    if spec[0] == "masked":
-        _, n, c, o, h, w, k, _ = spec
+    if spec[0] in ("masked", "plain"):
+        n, c, o, h, w, k = spec[1:7]
         x = rng.standard_normal((n, c, h, w), dtype=np.float32)
         ws = [rng.standard_normal((o, c, k, k), dtype=np.float32) * 0.05]
     else:
@@ -105,6 +111,9 @@ def _gm_runner(spec, x, ws, device):
 
         def run():
             return F.masked_conv2d(xt, wts[0], mask_type=mask_type)
+    elif spec[0] == "plain":
+        def run():
+            return F.conv2d(xt, wts[0], padding=spec[6] // 2)
     else:
         dils = spec[5]
 
@@ -135,6 +144,9 @@ def _torch_runner(torch, spec, x, ws, device):
 
         def run():
             return tf.conv2d(xt, wts[0] * mask, padding=k // 2)
+    elif spec[0] == "plain":
+        def run():
+            return tf.conv2d(xt, wts[0], padding=spec[6] // 2)
     else:
         dils, k = spec[5], spec[4]
 
@@ -153,6 +165,16 @@ def _torch_runner(torch, spec, x, ws, device):
     return run, grad_of
 
 
+def _loads(family, op, device, name):
+    """Whether implementation ``name`` of ``family/op`` is registered and loads on ``device``."""
+    use_implementation(family, name)
+    try:
+        dispatch.choose(family, op, device)
+        return True
+    except (dispatch.KernelUnavailable, ValueError):
+        return False
+
+
 def main(argv=None):
     args = parse_args("masked_conv", argv)
     torch = torch_or_none()
@@ -162,8 +184,9 @@ def main(argv=None):
             for family, label, spec in _cases(args.small):
                 x, ws = _data(spec)
                 heavy = spec[0] == "causal" and not args.small
-                names = [r.name for r in dispatch.available(family)
-                         if r.device == device and r.available]
+                op = "conv2d" if spec[0] == "plain" else "tap_conv2d"
+                names = [name for name in dispatch.implementations(family, device)
+                         if _loads(family, op, device, name)]
                 results = {}
                 for name in names:
                     use_implementation(family, name)

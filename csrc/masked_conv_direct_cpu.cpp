@@ -23,8 +23,9 @@
 // Weight grad: gW_t[c, o] = sum_q in_padded[c, q + d_t] * gy[o, q]; a tile is RC input channels
 // x 64 output channels (gy transposed per block of rows so that o is contiguous), the sum over
 // pixels stays in registers, and only valid pixels are visited (no garbage columns here: a
-// garbage column times an inf input would give NaN). Each thread owns whole result tiles and
-// adds the pixel blocks in order, so the weight gradient is deterministic.
+// garbage column times an inf input would give NaN). Each thread sums its own pixel blocks
+// (a static split) into its own copy of gW, and the copies are added in thread order: the
+// result repeats bit for bit for a given thread count.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -35,6 +36,10 @@
 #include <vector>
 
 #include "masked_conv.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GM_DIRECT_X86 1
@@ -101,17 +106,36 @@ Plan make_plan(const int64_t* shifts, int64_t T, int64_t Hi, int64_t Wi, int64_t
   return p;
 }
 
-// One image's channels into their zero-bordered planes.
-void pad_image(const float* in, int64_t C, int64_t Hi, int64_t Wi, const Plan& p, float* dst) {
+// The planes of `count` images x C channels (image-major, like `in`) into zero-bordered planes.
+void pad_images(const float* in, int64_t count, int64_t Hi, int64_t Wi, const Plan& p,
+                float* dst) {
 #pragma omp for schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    float* plane = dst + c * p.plane;
+  for (int64_t i = 0; i < count; ++i) {
+    float* plane = dst + i * p.plane;
     std::memset(plane, 0, sizeof(float) * p.plane);
-    const float* src = in + c * Hi * Wi;
+    const float* src = in + i * Hi * Wi;
     for (int64_t iy = 0; iy < Hi; ++iy)
       std::memcpy(plane + (iy + p.top) * p.Wp + p.left, src + iy * Wi, sizeof(float) * Wi);
   }
 }
+
+// Images per chunk: a chunk's padded planes take about kChunkBytes (within L2, so the tiles
+// read what the padding just wrote from cache; 16 MB chunks made the 7x7 forward 20% slower).
+constexpr int64_t kChunkBytes = 2 << 20;
+int64_t images_per_chunk(int64_t N, int64_t C, const Plan& p) {
+  return std::max<int64_t>(1, std::min<int64_t>(N, kChunkBytes / (4 * C * p.plane)));
+}
+
+// Below this many multiply-adds a call runs on one thread: waking the team costs more.
+constexpr int64_t kParallelMacs = 1 << 22;
+
+#ifdef _OPENMP
+int max_threads() { return omp_get_max_threads(); }
+int thread_id() { return omp_get_thread_num(); }
+#else
+int max_threads() { return 1; }
+int thread_id() { return 0; }
+#endif
 
 // Store one zmm of grid pixels [q, q + 16) of output channel row `out` (Ho x Wo), plus bias:
 // the lanes past Wo in each grid row, and past the grid's end, are not written.
@@ -171,39 +195,42 @@ constexpr ForwardTile kForwardTiles[kMR + 1] = {nullptr,          forward_tile<1
                                                 forward_tile<6>};
 
 // gW tile: R (<= kRC) input channels x V (<= kOV) zmm of output channels, summed over a block
-// of `rows` x `width` pixels: x rows at `xin` (plane stride, grid row stride Wp, block origin
-// and tap offset applied), gy transposed at `gyt` ([pixel][Opad], pixels row-major).
+// of `imgs` images x `rows` x `width` pixels: x rows at `xin` (plane stride, grid row stride
+// Wp, image stride ximg, block origin and tap offset applied), gy transposed at `gyt`
+// ([image][pixel][Opad], pixels row-major).
 template <int R, int V>
-GM_AVX512 void weight_tile(const float* xin, int64_t plane, int64_t Wp, const float* gyt,
-                           int64_t Opad, int64_t rows, int64_t width, float* acc_out) {
+GM_AVX512 void weight_tile(const float* xin, int64_t plane, int64_t Wp, int64_t ximg,
+                           const float* gyt, int64_t Opad, int64_t imgs, int64_t rows,
+                           int64_t width, float* acc_out) {
   __m512 acc[R][V];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) acc[r][v] = _mm512_loadu_ps(acc_out + r * Opad + 16 * v);
-  for (int64_t row = 0; row < rows; ++row) {
-    const float* xr = xin + row * Wp;
-    const float* g = gyt + row * width * Opad;
-    for (int64_t ox = 0; ox < width; ++ox, g += Opad) {
-      __m512 gv[V];
+  const float* g = gyt;
+  for (int64_t img = 0; img < imgs; ++img)
+    for (int64_t row = 0; row < rows; ++row) {
+      const float* xr = xin + img * ximg + row * Wp;
+      for (int64_t ox = 0; ox < width; ++ox, g += Opad) {
+        __m512 gv[V];
 #pragma GCC unroll 4
-      for (int v = 0; v < V; ++v) gv[v] = _mm512_load_ps(g + 16 * v);
+        for (int v = 0; v < V; ++v) gv[v] = _mm512_load_ps(g + 16 * v);
 #pragma GCC unroll 8
-      for (int r = 0; r < R; ++r) {
-        const __m512 a = _mm512_set1_ps(xr[r * plane + ox]);
+        for (int r = 0; r < R; ++r) {
+          const __m512 a = _mm512_set1_ps(xr[r * plane + ox]);
 #pragma GCC unroll 4
-        for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(a, gv[v], acc[r][v]);
+          for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(a, gv[v], acc[r][v]);
+        }
       }
     }
-  }
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int v = 0; v < V; ++v) _mm512_storeu_ps(acc_out + r * Opad + 16 * v, acc[r][v]);
 }
 
-using WeightTile = void (*)(const float*, int64_t, int64_t, const float*, int64_t, int64_t,
-                            int64_t, float*);
+using WeightTile = void (*)(const float*, int64_t, int64_t, int64_t, const float*, int64_t,
+                            int64_t, int64_t, int64_t, float*);
 template <int R>
 constexpr WeightTile weight_tile_for(int v) {
   return v == 1 ? weight_tile<R, 1> : v == 2 ? weight_tile<R, 2> : v == 3 ? weight_tile<R, 3>
@@ -237,19 +264,21 @@ void shift_conv_forward(const float* in, int64_t N, int64_t C, int64_t Hi, int64
   Buffer ap(blocks * K * kMR);
   for (int64_t m = 0; m < M; ++m)
     for (int64_t k = 0; k < K; ++k) ap.get()[(m / kMR * K + k) * kMR + m % kMR] = a[m * K + k];
-  Buffer padded(C * p.plane);
-  const int64_t tiles = (p.grid + kNR - 1) / kNR, work = tiles * blocks;
-#pragma omp parallel
-  for (int64_t n = 0; n < N; ++n) {
-    pad_image(in + n * C * Hi * Wi, C, Hi, Wi, p, padded.get());  // ends with a barrier
+  const int64_t chunk = images_per_chunk(N, C, p), tiles = (p.grid + kNR - 1) / kNR;
+  Buffer padded(chunk * C * p.plane);
+#pragma omp parallel if (N * M * K * p.grid >= kParallelMacs)
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t count = std::min(chunk, N - n0);
+    pad_images(in + n0 * C * Hi * Wi, count * C, Hi, Wi, p, padded.get());  // ends in a barrier
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < work; ++i) {
-      const int64_t tile = i / blocks, blk = i % blocks, m0 = blk * kMR;
+    for (int64_t i = 0; i < count * tiles * blocks; ++i) {
+      const int64_t img = i / (tiles * blocks), tile = i / blocks % tiles, blk = i % blocks;
+      const int64_t m0 = blk * kMR;
       const int rows = static_cast<int>(std::min<int64_t>(kMR, M - m0));
-      kForwardTiles[rows](ap.get() + blk * K * kMR, padded.get() + tile * kNR, p.d.data(), T, C,
-                          p.plane, out + (n * M + m0) * Ho * Wo, Ho * Wo,
-                          bias ? bias + m0 : nullptr, tile * kNR, p.Wp, Wo, p.grid);
-    }  // the barrier here keeps the next image's padding off planes still being read
+      kForwardTiles[rows](ap.get() + blk * K * kMR, padded.get() + img * C * p.plane + tile * kNR,
+                          p.d.data(), T, C, p.plane, out + ((n0 + img) * M + m0) * Ho * Wo,
+                          Ho * Wo, bias ? bias + m0 : nullptr, tile * kNR, p.Wp, Wo, p.grid);
+    }  // the barrier here keeps the next chunk's padding off planes still being read
   }
 }
 
@@ -257,46 +286,68 @@ void shift_conv_weight_grad(const float* x, int64_t N, int64_t C, int64_t Hi, in
                             const float* gy, int64_t M, int64_t Ho, int64_t Wo,
                             const int64_t* shifts, int64_t T, float* gw) {
   const Plan p = make_plan(shifts, T, Hi, Wi, Ho, Wo);
-  const int64_t Opad = (M + 15) / 16 * 16;
-  const int64_t oblocks = (Opad + 16 * kOV - 1) / (16 * kOV), cblocks = (C + kRC - 1) / kRC;
-  const int64_t work = T * cblocks * oblocks;
-  // Pixel blocks: gy^T of one block (~256 KB) stays in L2 while every tile sweeps it. A block
-  // is a few whole rows, or a segment of one row when a row alone is longer (1-D signals).
-  const int64_t block_pixels = std::max<int64_t>(16, 65536 / Opad);
+  const int64_t Opad = (M + 15) / 16 * 16, sums = T * C * Opad;
+  // Pixel blocks, each summed by one thread into its own copy of gW: the block's gy^T
+  // (~128 KB) stays in that thread's L2 while every tile sweeps it. A block is several whole
+  // images, a few whole rows of one, or a segment of one row when a row alone is longer (1-D).
+  const int64_t block_pixels = std::max<int64_t>(16, 32768 / Opad);
+  const int64_t group = std::max<int64_t>(1, block_pixels / (Ho * Wo));  // images per block
   const int64_t seg = std::min(Wo, block_pixels);
   const int64_t block_rows = seg < Wo ? 1 : std::max<int64_t>(1, std::min(Ho, block_pixels / Wo));
-  Buffer acc(T * C * Opad), padded(C * p.plane), gyt(block_rows * seg * Opad);
-#pragma omp parallel
-  for (int64_t n = 0; n < N; ++n) {
-    pad_image(x + n * C * Hi * Wi, C, Hi, Wi, p, padded.get());
-    for (int64_t oy0 = 0; oy0 < Ho; oy0 += block_rows)
-      for (int64_t ox0 = 0; ox0 < Wo; ox0 += seg) {
-        const int64_t rows = std::min(block_rows, Ho - oy0), width = std::min(seg, Wo - ox0);
-        // gy^T, 16 pixels by all channels at a time (each thread owns whole output lines,
-        // which stay in L1 while the channels stream by); the lanes past M stay zero
-        const int64_t spans = (width + 15) / 16;
+  const int64_t row_blocks = (Ho + block_rows - 1) / block_rows, segs = (Wo + seg - 1) / seg;
+  const int64_t chunk = images_per_chunk(N, C, p);
+  const bool parallel = N * M * T * C * Ho * Wo >= kParallelMacs;
+  const int threads = parallel ? max_threads() : 1;
+  Buffer acc(threads * sums), padded(chunk * C * p.plane);
+  Buffer gyt(threads * group * block_rows * seg * Opad);
+#pragma omp parallel if (parallel) num_threads(threads)
+  {
+    const int64_t tid = thread_id();
+    float* mine = acc.get() + tid * sums;
+    float* tgyt = gyt.get() + tid * group * block_rows * seg * Opad;
+    for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+      const int64_t count = std::min(chunk, N - n0);
+      pad_images(x + n0 * C * Hi * Wi, count * C, Hi, Wi, p, padded.get());  // ends in a barrier
+      const int64_t blocks = (count + group - 1) / group * row_blocks * segs;
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < rows * spans; ++i) {
-          const int64_t r = i / spans, j0 = i % spans * 16, len = std::min<int64_t>(16, width - j0);
-          float* dst = gyt.get() + (r * width + j0) * Opad;
-          const float* src = gy + (n * M * Ho + oy0 + r) * Wo + ox0 + j0;
-          for (int64_t o = 0; o < M; ++o, src += Ho * Wo)
-            for (int64_t j = 0; j < len; ++j) dst[j * Opad + o] = src[j];
-        }
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < work; ++i) {
-          const int64_t t = i / (cblocks * oblocks), cb = i / oblocks % cblocks, ob = i % oblocks;
-          const int64_t c0 = cb * kRC, o0 = ob * 16 * kOV;
-          const int r = static_cast<int>(std::min<int64_t>(kRC, C - c0));
-          const int v = static_cast<int>(std::min<int64_t>(kOV, (Opad - o0) / 16));
-          weight_tile_for(r, v)(padded.get() + c0 * p.plane + oy0 * p.Wp + ox0 + p.d[t], p.plane,
-                                p.Wp, gyt.get() + o0, Opad, rows, width,
-                                acc.get() + (t * C + c0) * Opad + o0);
-        }
-      }
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t j0 = b / (row_blocks * segs) * group, oy0 = b / segs % row_blocks * block_rows;
+        const int64_t ox0 = b % segs * seg;
+        const int64_t imgs = std::min(group, count - j0), rows = std::min(block_rows, Ho - oy0);
+        const int64_t width = std::min(seg, Wo - ox0);
+        // gy^T, [image][pixel][Opad], 16 pixels by all channels at a time (the 16 output
+        // lines stay in L1 while the channels stream by); the lanes past M are zero
+        for (int64_t img = 0; img < imgs; ++img)
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = 0; j < width; j += 16) {
+              const int64_t len = std::min<int64_t>(16, width - j);
+              float* dst = tgyt + ((img * rows + r) * width + j) * Opad;
+              const float* src = gy + ((n0 + j0 + img) * M * Ho + oy0 + r) * Wo + ox0 + j;
+              for (int64_t o = 0; o < M; ++o, src += Ho * Wo)
+                for (int64_t l = 0; l < len; ++l) dst[l * Opad + o] = src[l];
+              for (int64_t l = 0; l < len; ++l)
+                std::fill(dst + l * Opad + M, dst + (l + 1) * Opad, 0.0f);
+            }
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t c0 = 0; c0 < C; c0 += kRC)
+            for (int64_t o0 = 0; o0 < Opad; o0 += 16 * kOV) {
+              const int r = static_cast<int>(std::min<int64_t>(kRC, C - c0));
+              const int v = static_cast<int>(std::min<int64_t>(kOV, (Opad - o0) / 16));
+              weight_tile_for(r, v)(
+                  padded.get() + (j0 * C + c0) * p.plane + oy0 * p.Wp + ox0 + p.d[t], p.plane,
+                  p.Wp, C * p.plane, tgyt + o0, Opad, imgs, rows, width,
+                  mine + (t * C + c0) * Opad + o0);
+            }
+      }  // the barrier here keeps the next chunk's padding off planes still being read
+    }
   }
+  // the threads' partial sums, added in thread order: repeatable for a given thread count
   for (int64_t tc = 0; tc < T * C; ++tc)
-    std::memcpy(gw + tc * M, acc.get() + tc * Opad, sizeof(float) * M);
+    for (int64_t o = 0; o < M; ++o) {
+      float v = 0.0f;
+      for (int th = 0; th < threads; ++th) v += acc.get()[th * sums + tc * Opad + o];
+      gw[tc * M + o] = v;
+    }
 }
 
 #else  // not x86-64 GCC/Clang: the callers use the im2col + BLAS path

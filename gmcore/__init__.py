@@ -10,6 +10,13 @@ gmcore.Size([4, 3])
 Importing gmcore imports NumPy and gmcore's own Python only: cupy, triton, numba, torch and the
 compiled ``gmcore._C`` are probed on first use.
 """
+import os as _os
+
+# gmcore's compiled CPU kernels run OpenMP regions between NumPy's OpenBLAS calls, and the two
+# thread pools share the cores. OpenMP workers that keep spinning after a region slow down the
+# GEMM that follows (vae --arch conv on 2 cores: 25 steps/s, 51 with passive waiting; the big
+# kernels lose nothing). libgomp reads this when gmcore._C loads it; a value the user set wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from ._dtype import (dtype, float16, half, float32, float, float64, double, uint8, int8, int16,
                      short, int32, int, int64, long, bool, get_default_dtype, set_default_dtype,
                      result_type as _result_type)

@@ -25,6 +25,17 @@ def test_import_gmcore_is_lazy():
     assert r.stdout.strip() == "", f"imported at `import gmcore`: {r.stdout.strip()}"
 
 
+@pytest.mark.parametrize("user_value, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_waits_passively_unless_the_user_chose(user_value, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GMCORE_KERNELS")}
+    if user_value is not None:
+        env["OMP_WAIT_POLICY"] = user_value
+    r = subprocess.run([sys.executable, "-c", "import os, gmcore; print(os.environ['OMP_WAIT_POLICY'])"],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == expected
+
+
 def test_info_prints_sections():
     r = _run("-m", "gmcore", "info")
     assert r.returncode == 0, r.stderr

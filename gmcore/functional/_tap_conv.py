@@ -92,8 +92,17 @@ def _load_im2col_cuda():
     return None  # plain conv2d keeps its im2col + cuBLAS path
 
 
-# Plain F.conv2d on CUDA (groups=1) may run on the tap kernels with every tap active. im2col +
-# cuBLAS stays first until a GPU measurement shows the implicit GEMM faster (none yet).
+def _load_im2col_cpu():
+    return None  # plain conv2d keeps its im2col + BLAS path
+
+
+# Plain F.conv2d (groups=1) may run on the tap kernels with every tap active (op "conv2d").
+# CPU: cpp first; nn.functional._conv_kernels takes it only where its direct AVX-512 kernels
+# apply (float32, stride 1): 1.1-3.4x faster than im2col + OpenBLAS forward + backward
+# (benchmarks/bench_masked_conv.py, plain conv rows); elsewhere the packed-GEMM tap path is no
+# faster than im2col, so im2col stays. CUDA: im2col + cuBLAS stays first until a GPU
+# measurement shows the implicit GEMM faster (none yet).
+CONV2D_CPU_ORDER = (("cpp", _load_cpp), ("reference", _load_im2col_cpu))
 CONV2D_CUDA_ORDER = (("reference", _load_im2col_cuda), ("triton", _load_triton), ("cuda", _load_cuda))
 
 
@@ -104,6 +113,8 @@ def register_tap_conv(family: str) -> None:
     for name, loader in CUDA_ORDER:
         dispatch.register(family, "tap_conv2d", "cuda", name, loader)
     if family == "masked_conv":
+        for name, loader in CONV2D_CPU_ORDER:
+            dispatch.register(family, "conv2d", "cpu", name, loader)
         for name, loader in CONV2D_CUDA_ORDER:
             dispatch.register(family, "conv2d", "cuda", name, loader)
 

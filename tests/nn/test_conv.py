@@ -294,9 +294,9 @@ def _ref_pads(xs, ws, kwargs):
 def test_cached_columns_freed_after_backward():
     import gc
     import weakref
-    x = gm.tensor(np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32))
-    w = gm.tensor(np.random.default_rng(1).standard_normal((4, 3, 3, 3)).astype(np.float32),
-                  requires_grad=True)
+    # float64: the im2col path (float32 at stride 1 may take the direct kernels, no columns)
+    x = gm.tensor(np.random.default_rng(0).standard_normal((2, 3, 6, 6)))
+    w = gm.tensor(np.random.default_rng(1).standard_normal((4, 3, 3, 3)), requires_grad=True)
     y = F.conv2d(x, w, padding=1)
     node = y.grad_fn
     cols = weakref.ref(node._saved[2][1].base)  # the column buffer (saved as a reshaped view)

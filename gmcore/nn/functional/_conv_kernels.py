@@ -26,19 +26,29 @@ import numpy as np
 from ...backend import xp_of
 
 
-def _tap_kernel(x, groups):
+def _tap_kernel(x, groups, stride):
     """The tap-convolution implementation serving this convolution, or None for im2col + GEMM.
 
-    On CUDA, ``groups == 1`` convolutions can run on the ``masked_conv`` family's implicit-GEMM
-    kernels with every tap active (dispatch op ``masked_conv/conv2d``). The im2col + cuBLAS path
-    is registered first there until a GPU measurement shows the kernel faster; select it with
-    ``GMCORE_KERNELS=masked_conv=triton`` or ``dispatch.set_preference``.
+    ``groups == 1`` convolutions can run on the ``masked_conv`` family's kernels with every tap
+    active (dispatch op ``masked_conv/conv2d``). On the CPU, cpp's direct AVX-512 kernels take
+    float32 at stride 1 where the CPU has them (faster than im2col + OpenBLAS); on CUDA the
+    im2col + cuBLAS path is registered first until a GPU measurement shows the implicit GEMM
+    faster; select it with ``GMCORE_KERNELS=masked_conv=triton`` or ``dispatch.set_preference``.
+    ``GMCORE_KERNELS=masked_conv=reference`` keeps im2col on both.
     """
-    if groups != 1 or isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64):
+    if groups != 1 or x.dtype not in (np.float32, np.float64):
         return None
     from ... import dispatch
-    name, impl = dispatch.choose("masked_conv", "conv2d", "cuda")
-    return None if name == "reference" else impl
+    cpu = isinstance(x, np.ndarray)
+    try:
+        name, impl = dispatch.choose("masked_conv", "conv2d", "cpu" if cpu else "cuda")
+    except dispatch.KernelUnavailable:  # masked_conv pinned to one without this op (numba)
+        return None
+    if name == "reference":
+        return None
+    if cpu and not impl.direct_applies(x.dtype, (stride, (0, 0), (1, 1))):
+        return None
+    return impl
 
 
 def _tap_geometry(geom, kh, kw):
@@ -103,7 +113,7 @@ def conv2d_raw(x, w, geom, out_hw=None, return_cols=False):
     o, cg, kh, kw = w.shape
     if out_hw is None:
         out_hw = (out_size(h, kh, sh, pt + pb, dh), out_size(wd, kw, sw, pl + pr, dw))
-    tap = _tap_kernel(x, groups)
+    tap = _tap_kernel(x, groups, geom[0])
     if tap is not None:
         y = tap.tap_conv2d_forward(x, w, None, *_tap_geometry(geom, kh, kw), tuple(out_hw))
         return (y, None) if return_cols else y
@@ -126,7 +136,7 @@ def conv_transpose_raw(g, w, geom, out_hw):
     n, o, ho, wo = g.shape
     _, cg, kh, kw = w.shape
     h, wd = out_hw
-    tap = _tap_kernel(g, groups)
+    tap = _tap_kernel(g, groups, geom[0])
     if tap is not None:
         g = xp.ascontiguousarray(g)  # the gradient of a sum arrives broadcast
         return tap.tap_conv2d_input_grad(g, w, *_tap_geometry(geom, kh, kw), (h, wd))
@@ -159,7 +169,7 @@ def conv_weight_raw(x, gy, geom, w_shape, cols=None):
     o, cg, kh, kw = w_shape
     n, _, ho, wo = gy.shape
     og = o // groups
-    tap = _tap_kernel(x, groups)
+    tap = _tap_kernel(x, groups, geom[0])
     if tap is not None:
         return tap.tap_conv2d_weight_grad(xp.ascontiguousarray(x), xp.ascontiguousarray(gy),
                                           *_tap_geometry(geom, kh, kw), (kh, kw))
