@@ -5,7 +5,7 @@ and 3x3 mask "B" (5 of 9 taps); WaveNet causal conv1d, N=16, 128 -> 128 channels
 K=2, a stack of dilations 1, 2, ..., 512 (times summed over the stack); and plain ``F.conv2d``
 3x3 (N=32, 64 -> 64, 32x32, padding 1), which routes through the tap kernels where dispatch op
 ``masked_conv/conv2d`` picks them (row ``cpp``/``triton``/``cuda``) or keeps im2col + BLAS (row
-``reference``). Every implementation
+``reference``; the causal reference row pins that route to im2col as well). Every implementation
 available on the device runs through the public op (``GMCORE_KERNELS``-style selection; the
 ``reference`` row is the Tensor-op path: gmcore's im2col conv2d on ``weight * mask``), next to
 torch eager written the straightforward way (``conv2d(x, weight * mask)``; ``conv1d`` on the
@@ -190,6 +190,11 @@ def main(argv=None):
                 results = {}
                 for name in names:
                     use_implementation(family, name)
+                    if name == "reference" and family != "masked_conv":
+                        # the reference's F.conv1d/conv2d would take the direct kernels through
+                        # op masked_conv/conv2d: pin that to im2col too
+                        os.environ["GMCORE_KERNELS"] += ",masked_conv=reference"
+                        dispatch.reset()
                     run, grad_of = _gm_runner(spec, x, ws, device)
                     sync = (lambda: gm.cuda.synchronize()) if device == "cuda" else (lambda: None)
                     results[name] = _bench(run, grad_of, device, args, heavy, sync, gm.no_grad)

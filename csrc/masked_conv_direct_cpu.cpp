@@ -21,7 +21,7 @@
 // Forward / input grad: a tile is MR output channels x 64 grid pixels (4 zmm), 24 accumulators;
 // per (tap, channel): 4 vector loads of the padded input, MR broadcasts of packed weights.
 // Weight grad: gW_t[c, o] = sum_q in_padded[c, q + d_t] * gy[o, q]; a tile is RC input channels
-// x 64 output channels (gy transposed per block of rows so that o is contiguous), the sum over
+// x 64 output channels (gy transposed per pixel block so that o is contiguous), the sum over
 // pixels stays in registers, and only valid pixels are visited (no garbage columns here: a
 // garbage column times an inf input would give NaN). Each thread sums its own pixel blocks
 // (a static split) into its own copy of gW, and the copies are added in thread order: the
