@@ -165,6 +165,7 @@ class PackedGemmTapConv:
 
 _impl = None
 _C = None
+_direct_supported = False  # this CPU and build run the direct kernels (set on first bind)
 
 # The direct kernels serve every call they can (float32, stride 1, AVX-512). Tests switch this
 # off to exercise the packed-GEMM path on the same machine.
@@ -173,21 +174,23 @@ USE_DIRECT = True
 
 def check_available():
     """Bind the compiled kernels; RuntimeError when gmcore._C lacks them (rebuild)."""
-    global _impl, _C
+    global _impl, _C, _direct_supported
     if _impl is None:
         from gmcore import _C as compiled
         if not hasattr(compiled, "masked_conv_pack_cpu"):
             raise RuntimeError("gmcore._C was built without the masked_conv kernels (rebuild it)")
         _impl = PackedGemmTapConv(compiled.masked_conv_pack_cpu, compiled.masked_conv_unpack_cpu)
         _C = compiled
+        _direct_supported = (hasattr(compiled, "masked_conv_direct_supported")
+                             and compiled.masked_conv_direct_supported())
     return _impl
 
 
 def direct_applies(dtype, geom):
     """Whether the direct AVX-512 kernels run this call (else the packed-GEMM path does)."""
     check_available()
-    return (USE_DIRECT and np.dtype(dtype) == np.float32 and tuple(geom[0]) == (1, 1)
-            and hasattr(_C, "masked_conv_direct_supported") and _C.masked_conv_direct_supported())
+    return (USE_DIRECT and _direct_supported and np.dtype(dtype) == np.float32
+            and tuple(geom[0]) == (1, 1))
 
 
 def _shifts(taps, geom):

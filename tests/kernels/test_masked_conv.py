@@ -266,13 +266,29 @@ def test_direct_kernels_pixelcnn_sizes():
     gy = rng.standard_normal((3, 40, 33, 35), dtype=np.float32)
     taps = np.argwhere(F.masked_conv2d_mask(40, 16, 7, "A").any(axis=(0, 1))).astype(np.int64)
     geom, gemm = ((1, 1), (3, 3), (1, 1)), _GemmPath()
-    for fn, args in ((("tap_conv2d_forward"), (x, w, None, taps, geom, (33, 35))),
-                     (("tap_conv2d_input_grad"), (gy, w, taps, geom, (33, 35))),
-                     (("tap_conv2d_weight_grad"), (x, gy, taps, geom, (7, 7)))):
+    for fn, args in (("tap_conv2d_forward", (x, w, None, taps, geom, (33, 35))),
+                     ("tap_conv2d_input_grad", (gy, w, taps, geom, (33, 35))),
+                     ("tap_conv2d_weight_grad", (x, gy, taps, geom, (7, 7)))):
         got = getattr(_tap_conv_cpu, fn)(*args)
         np.testing.assert_allclose(got, getattr(gemm, fn)(*args), rtol=1e-4, atol=2e-3)
     gw = _tap_conv_cpu.tap_conv2d_weight_grad(x, gy, taps, geom, (7, 7))
     assert np.array_equal(gw, _tap_conv_cpu.tap_conv2d_weight_grad(x, gy, taps, geom, (7, 7)))
+
+
+def test_direct_kernels_several_image_chunks():
+    """Images of 64 channels at 64x64 fill a ~2 MB chunk of padded planes each, so the batch
+    runs in several chunks that reuse one buffer; the last chunk is a remainder."""
+    _direct_or_skip()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 64, 64, 64), dtype=np.float32)
+    w = rng.standard_normal((8, 64, 3, 3), dtype=np.float32)
+    gy = rng.standard_normal((3, 8, 64, 64), dtype=np.float32)
+    taps = np.argwhere(F.masked_conv2d_mask(8, 64, 3, "B").any(axis=(0, 1))).astype(np.int64)
+    geom = ((1, 1), (1, 1), (1, 1))
+    np.testing.assert_allclose(_tap_conv_cpu.tap_conv2d_forward(x, w, None, taps, geom, (64, 64)),
+                               dense_forward(x, w, None, taps, geom, (64, 64)), atol=2e-4)
+    np.testing.assert_allclose(_tap_conv_cpu.tap_conv2d_weight_grad(x, gy, taps, geom, (3, 3)),
+                               dense_weight_grad(x, gy, taps, geom, (3, 3)), rtol=1e-4, atol=2e-3)
 
 
 def test_direct_kernels_read_only_real_pixels():
