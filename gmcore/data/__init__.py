@@ -16,7 +16,8 @@ from .loader import Dataset, ArrayDataset, TensorDataset, DataLoader, default_co
 from .digits import Digits, load_digits_arrays, DIGITS_TRAIN_SIZE, DIGITS_TEST_SIZE
 from .idx import read_idx, write_idx, MNIST
 from .cifar import CIFAR10, load_cifar_batch
-from ._unpickle import safe_load
+from ._unpickle import safe_load, PickleDataError
+from .errors import DataError
 from .image_folder import ImageFolder
 from .toy2d import (Toy2D, make_moons, make_circles, make_swiss_roll, make_8gaussians,
                     make_checkerboard)
@@ -30,4 +31,4 @@ __all__ = ["Dataset", "ArrayDataset", "TensorDataset", "DataLoader", "default_co
            "ImageFolder", "Toy2D", "make_moons", "make_circles", "make_swiss_roll",
            "make_8gaussians", "make_checkerboard", "CharText", "Audio", "mu_law_encode",
            "mu_law_decode", "read_wav", "write_wav", "synthetic_signal", "DATASETS",
-           "DatasetInfo", "get_dataset"]
+           "DatasetInfo", "get_dataset", "DataError", "PickleDataError"]

@@ -1,6 +1,7 @@
 """Image datasets stored as integer levels (uint8), scaled or binarized per batch on the way out."""
 import numpy as np
 
+from .errors import DataError
 from .loader import ArrayDataset
 
 _BINARIZE = (None, False, True, "threshold", "stochastic")
@@ -10,6 +11,21 @@ def check_split(split):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     return split
+
+
+def check_labels(labels, num_classes, source):
+    """Raise ``DataError`` naming ``source``, the first bad value and its index unless every label
+    lies in ``0..num_classes-1`` (a label past a model's class count would index past its
+    embedding table mid-training)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{source}: labels must be integers, got {labels.dtype}")
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        i = int(bad[0])
+        more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+        raise DataError(f"{source}: label {int(labels[i])} at index {i} is outside "
+                        f"0..{num_classes - 1}{more}")
 
 
 class ImageArrayDataset(ArrayDataset):
@@ -33,6 +49,11 @@ class ImageArrayDataset(ArrayDataset):
         levels = np.asarray(levels)
         if levels.ndim != 4:
             raise ValueError(f"{name}: images must be (N, C, H, W), got shape {levels.shape}")
+        if levels.shape[0] == 0:
+            raise DataError(f"data set {name!r} has no images; an empty data set can't be trained "
+                            "or evaluated")
+        classes = list(classes) if classes is not None else [str(c) for c in range(10)]
+        check_labels(labels, len(classes), f"data set {name!r}")
         top = num_levels - 1
         if binarize in (True, "threshold"):
             levels = (levels.astype(np.float64) / top > 0.5).astype(np.uint8)
@@ -53,7 +74,7 @@ class ImageArrayDataset(ArrayDataset):
             transforms = None
         super().__init__(levels, labels, transforms=transforms, name=name)
         self.num_levels = int(num_levels)
-        self.classes = list(classes) if classes is not None else [str(c) for c in range(10)]
+        self.classes = classes
         self.scale = bool(scale)
 
     @property

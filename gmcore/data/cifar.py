@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._images import ImageArrayDataset, check_split
+from ._images import ImageArrayDataset, check_labels, check_split
 from ._unpickle import safe_load
+from .errors import DataError
 
 __all__ = ["CIFAR10", "load_cifar_batch"]
 
@@ -24,6 +25,21 @@ def _get(d, key):
         if k in d:
             return d[k]
     return None
+
+
+def _label_array(labels, path):
+    """The labels as an array; a list must hold plain ints (np.asarray of a hostile nested list
+    could build an array far larger than the file)."""
+    if isinstance(labels, np.ndarray):
+        return labels
+    if isinstance(labels, (list, tuple)) and all(type(v) is int for v in labels):
+        try:
+            return np.array(labels, dtype=np.int64)
+        except OverflowError:
+            raise DataError(f"{path}: a label does not fit in int64") from None
+    kinds = sorted({type(v).__name__ for v in labels}) if isinstance(labels, (list, tuple)) else None
+    raise DataError(f"{path}: 'labels' must be a list of ints or an integer array, got "
+                    f"{type(labels).__name__}" + (f" of {', '.join(kinds)}" if kinds else ""))
 
 
 def load_cifar_batch(path):
@@ -42,22 +58,21 @@ def load_cifar_batch(path):
         raise FileNotFoundError(f"CIFAR-10 batch file not found: {path}")
     d = safe_load(path.read_bytes(), source=str(path))
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a dict with 'data' and 'labels', got {type(d).__name__}")
+        raise DataError(f"{path}: expected a dict with 'data' and 'labels', got {type(d).__name__}")
     data, labels = _get(d, "data"), _get(d, "labels")
     if data is None or labels is None:
-        raise ValueError(f"{path}: missing key {'data' if data is None else 'labels'!r} "
-                         f"(keys: {sorted(map(repr, d))})")
+        raise DataError(f"{path}: missing key {'data' if data is None else 'labels'!r} "
+                        f"(keys: {sorted(map(repr, d))})")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
             or data.shape[1] != 3072:
         desc = f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) \
             else type(data).__name__
-        raise ValueError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {desc}")
-    labels = np.asarray(labels)
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {desc}")
+    labels = _label_array(labels, path)
     if labels.ndim != 1 or labels.dtype.kind not in "iu" or labels.shape[0] != data.shape[0]:
-        raise ValueError(f"{path}: 'labels' must be {data.shape[0]} integers, got {labels.dtype} "
-                         f"array of shape {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise ValueError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+        raise DataError(f"{path}: 'labels' must be {data.shape[0]} integers, got {labels.dtype} "
+                        f"array of shape {labels.shape}")
+    check_labels(labels, len(_NAMES), path)
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -82,5 +97,8 @@ class CIFAR10(ImageArrayDataset):
         parts = [load_cifar_batch(root / name) for name in (_TRAIN if split == "train" else _TEST)]
         x = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
+        if len(x) == 0:
+            raise DataError(f"{root}: the CIFAR-10 {split} batches hold no images; an empty data set "
+                            "can't be trained or evaluated")
         super().__init__(x, y, num_levels=256, name="cifar10", scale=scale, classes=_NAMES)
         self.split, self.root = split, str(root)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._images import ImageArrayDataset, check_split
+from ._images import ImageArrayDataset, check_labels, check_split
+from .errors import DataError
 
 __all__ = ["read_idx", "write_idx", "MNIST"]
 
@@ -20,21 +21,92 @@ _CODES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2
 _CODE_OF = {np.dtype(v).newbyteorder("=") if v.itemsize > 1 else v: k for k, v in _CODES.items()}
 
 
-def _read_bytes(path):
+# deflate expands at most ~1032:1, so a .gz file of M bytes can't hold more than this many
+_GZIP_MAX_RATIO = 1100
+_CHUNK = 1 << 20
+
+
+def _read_exact(f, n):
+    """Up to ``n`` bytes from ``f`` in chunks (``read(n)`` would allocate ``n`` bytes at once)."""
+    parts, got = [], 0
+    while got < n:
+        part = f.read(min(_CHUNK, n - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _parse_header(head, path):
+    """(dtype, dims, header length) from the first bytes of an IDX file."""
+    if len(head) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(head)} bytes, no complete header)")
+    if head[0] != 0 or head[1] != 0 or head[2] not in _CODES:
+        raise DataError(f"{path}: not an IDX file (bad magic number 0x{head[:4].hex()}; expected "
+                        "0x0000 followed by a type code 08/09/0B/0C/0D/0E and the number of dims)")
+    ndim = head[3]
+    header = 4 + 4 * ndim
+    if len(head) < header:
+        raise DataError(f"{path}: truncated IDX header (needs {header} bytes for {ndim} dims, "
+                        f"file has {len(head)})")
+    dims = tuple(int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return _CODES[head[2]], dims, header
+
+
+def _payload(dtype, dims):
+    n = dtype.itemsize
+    for d in dims:
+        n *= d             # Python ints: 4 x 65536^3 does not wrap around to 0 as int64 would
+    return n
+
+
+def _read_checked(path):
+    """(dtype, dims, data bytes): the header is read and checked against the file's length before
+    the data is read, so a lying header costs nothing."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {path}")
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        if path.suffix != ".gz":
+            with open(path, "rb") as f:
+                head = f.read(4)
+                head += f.read(4 * head[3]) if len(head) == 4 else b""
+                dtype, dims, header = _parse_header(head, path)
+                expected, got = _payload(dtype, dims), path.stat().st_size - header
+                _check_length(path, dims, expected, got)
+                return dtype, dims, f.read(expected)
+        compressed = path.stat().st_size
+        with gzip.open(path, "rb") as f:
+            head = _read_exact(f, 4)
+            head += _read_exact(f, 4 * head[3]) if len(head) == 4 else b""
+            dtype, dims, header = _parse_header(head, path)
+            expected = _payload(dtype, dims)
+            if expected > _GZIP_MAX_RATIO * compressed:
+                raise DataError(f"{path}: the IDX header claims dims {dims} ({expected} bytes), more "
+                                f"than a {compressed}-byte gzip file can hold")
+            data = _read_exact(f, expected + 1)     # one more byte reveals trailing data
+            extra = len(f.read(_CHUNK)) if len(data) > expected else 0
+            _check_length(path, dims, expected, len(data) + extra)
+            return dtype, dims, data
     except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{path}: corrupt gzip data ({e})") from None
+        raise DataError(f"{path}: corrupt gzip data ({e})") from None
+
+
+def _check_length(path, dims, expected, got):
+    if got < expected:
+        raise DataError(f"{path}: truncated IDX data: dims {dims} need {expected} bytes, "
+                        f"file holds {got}")
+    if got > expected:
+        raise DataError(f"{path}: {got - expected}{'+' if got - expected >= _CHUNK else ''} "
+                        f"unexpected bytes after the IDX data for dims {dims}")
 
 
 def read_idx(path):
     """Read an IDX file (``.gz`` or raw) into a NumPy array in native byte order.
+
+    Errors (bad magic, truncated or oversized data, a header claiming more than the file
+    holds) are ``DataError`` (a ``ValueError``) naming the file.
 
     >>> import tempfile, os, numpy as np
     >>> p = os.path.join(tempfile.mkdtemp(), "x-idx2-ubyte.gz")
@@ -42,27 +114,8 @@ def read_idx(path):
     >>> read_idx(p).tolist()
     [[0, 1, 2], [3, 4, 5]]
     """
-    buf = _read_bytes(path)
-    if len(buf) < 4:
-        raise ValueError(f"{path}: truncated IDX file ({len(buf)} bytes, no complete header)")
-    if buf[0] != 0 or buf[1] != 0 or buf[2] not in _CODES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number 0x{buf[:4].hex()}; expected "
-                         "0x0000 followed by a type code 08/09/0B/0C/0D/0E and the number of dims)")
-    dtype, ndim = _CODES[buf[2]], buf[3]
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise ValueError(f"{path}: truncated IDX header (needs {header} bytes for {ndim} dims, "
-                         f"file has {len(buf)})")
-    dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    got = len(buf) - header
-    if got < expected:
-        raise ValueError(f"{path}: truncated IDX data: dims {dims} need {expected} bytes, "
-                         f"file holds {got}")
-    if got > expected:
-        raise ValueError(f"{path}: {got - expected} unexpected bytes after the IDX data for dims "
-                         f"{dims}")
-    arr = np.frombuffer(buf, dtype=dtype, count=expected // dtype.itemsize, offset=header)
+    dtype, dims, data = _read_checked(path)
+    arr = np.frombuffer(data, dtype=dtype, count=len(data) // dtype.itemsize)
     return arr.reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -123,8 +176,12 @@ class MNIST(ImageArrayDataset):
         if labels.ndim != 1:
             raise ValueError(f"{lab_path}: expected labels of shape (N,), got shape {labels.shape}")
         if labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{lab_path} has {labels.shape[0]} labels but {img_path} has "
-                             f"{images.shape[0]} images")
+            raise DataError(f"{lab_path} has {labels.shape[0]} labels but {img_path} has "
+                            f"{images.shape[0]} images")
+        if images.shape[0] == 0:
+            raise DataError(f"{img_path}: the MNIST {split} split holds no images (dims "
+                            f"{images.shape}); an empty data set can't be trained or evaluated")
+        check_labels(labels, 10, lab_path)
         super().__init__(images[:, None], labels.astype(np.int64), num_levels=256, name="mnist",
                          scale=scale, binarize=binarize, seed=seed)
         self.split, self.root = split, str(root)

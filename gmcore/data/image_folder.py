@@ -4,16 +4,23 @@ Layout: ``root/<class>/<image>`` (labels are the sorted class folder names) or a
 ``root/<image>`` (one class, label 0). All images are loaded into one uint8 array, so they
 must share a size unless ``size`` resizes them.
 """
+import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ._images import ImageArrayDataset
+from .errors import DataError
 
-__all__ = ["ImageFolder", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageFolder", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Pillow's own decompression-bomb threshold (about 256 MB of RGB): checked from the header,
+# before any pixel is decoded
+MAX_IMAGE_PIXELS = 89_478_485
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 def _pil():
@@ -32,8 +39,8 @@ def _scan(root, ignore_other_files):
     files = [p for p in entries if p.is_file()]
     if subdirs:
         if files and not ignore_other_files:
-            raise ValueError(f"{files[0]}: a file next to class folders in {root} (put images in "
-                             "class subfolders, or pass ignore_other_files=True)")
+            raise DataError(f"{files[0]}: a file next to class folders in {root} (put images in "
+                            "class subfolders, or pass ignore_other_files=True)")
         classes = [d.name for d in subdirs]
         items = [(p, k) for k, d in enumerate(subdirs)
                  for p in sorted(d.iterdir()) if p.is_file() and not p.name.startswith(".")]
@@ -45,11 +52,32 @@ def _scan(root, ignore_other_files):
         if p.suffix.lower() in IMAGE_EXTENSIONS:
             kept.append((p, k))
         elif not ignore_other_files:
-            raise ValueError(f"{p}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)}; "
-                             "pass ignore_other_files=True to skip other files)")
+            raise DataError(f"{p}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)}; "
+                            "pass ignore_other_files=True to skip other files)")
     if not kept:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root}")
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root}")
     return kept, classes
+
+
+@contextlib.contextmanager
+def _open(path):
+    """``Image.open`` (header only) with a size bound; every failure is a DataError naming the file."""
+    Image, Unidentified = _pil()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # refused just below
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{path}: image too large to load ({e})") from None
+    except (Unidentified, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise DataError(f"{path}: image of {w}x{h} pixels is over the limit of "
+                            f"{MAX_IMAGE_PIXELS} pixels (gmcore.data.image_folder.MAX_IMAGE_PIXELS); "
+                            "shrink the file first")
+        yield im
 
 
 def _size_arg(size):
@@ -87,33 +115,35 @@ class ImageFolder(ImageArrayDataset):
         root = Path(os.fspath(root)).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
-        Image, Unidentified = _pil()
+        Image, _ = _pil()
         items, classes = _scan(root, ignore_other_files)
-        images = []
+        # headers first (Image.open decodes no pixels): a giant image is refused before anything
+        # is decoded, and only one full-size image is ever held in memory below
+        modes = []
         for p, _ in items:
-            try:
-                with Image.open(p) as im:
-                    im.load()
-                    images.append(im.copy())
-            except (Unidentified, OSError, SyntaxError, ValueError) as e:
-                raise ValueError(f"{p}: not a readable image ({e})") from None
+            with _open(p) as im:
+                modes.append(im.mode)
         if mode is None:
-            grey = all(im.mode in ("1", "L", "LA", "I", "I;16", "F") for im in images)
-            mode = "L" if grey else "RGB"
+            mode = "L" if all(m in _GREY_MODES for m in modes) else "RGB"
         arrays = []
         first = None
-        for (p, _), im in zip(items, images):
-            if im.mode != mode:
-                im = im.convert(mode)
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.uint8)
+        for p, _ in items:
+            with _open(p) as im:
+                try:
+                    im.load()
+                except (OSError, SyntaxError, ValueError) as e:
+                    raise DataError(f"{p}: not a readable image ({e})") from None
+                if im.mode != mode:
+                    im = im.convert(mode)
+                if size is not None and im.size != (size[1], size[0]):
+                    im = im.resize((size[1], size[0]), Image.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
             a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
             if first is None:
                 first = (p, a.shape)
             elif a.shape != first[1]:
-                raise ValueError(f"{p}: image of size {a.shape[1:]} but {first[0]} is "
-                                 f"{first[1][1:]}; pass size=(height, width) to resize them")
+                raise DataError(f"{p}: image of size {a.shape[1:]} but {first[0]} is "
+                                f"{first[1][1:]}; pass size=(height, width) to resize them")
             arrays.append(a)
         labels = np.array([k for _, k in items], dtype=np.int64)
         super().__init__(np.stack(arrays), labels, num_levels=256, name="image_folder",

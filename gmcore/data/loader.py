@@ -13,6 +13,7 @@ import numpy as np
 from .. import backend
 from ..creation import _to_array
 from ..tensor import Tensor
+from .errors import DataError
 
 __all__ = ["Dataset", "ArrayDataset", "TensorDataset", "DataLoader", "default_collate"]
 
@@ -161,6 +162,18 @@ def _stack(values):
     return np.stack([np.asarray(v) for v in values])
 
 
+def _check_not_empty(dataset, batch_size, drop_last):
+    """Refuse a loader that would give no batch: a training loop that restarts an exhausted
+    loader (``while True: yield from loader``) would spin forever on it."""
+    n = len(dataset)
+    name = getattr(dataset, "name", None) or type(dataset).__name__
+    if n == 0:
+        raise DataError(f"data set {name!r} is empty (0 examples): there is nothing to load")
+    if drop_last and n < batch_size:
+        raise DataError(f"data set {name!r} has {n} examples, fewer than batch_size={batch_size}: "
+                        "with drop_last=True every batch would be dropped")
+
+
 def _resolve_seed(generator):
     """A 63-bit base seed from ``None`` (gmcore's default generator), an int, or a Generator."""
     if generator is None:
@@ -197,6 +210,10 @@ class DataLoader:
     ``iter`` continue from that batch. Starting a new ``iter`` while a pass is unfinished (e.g.
     after a ``break``) begins the next epoch, as in PyTorch.
 
+    Unlike PyTorch, a loader that would yield no batch at all (an empty data set, or
+    ``drop_last=True`` with fewer examples than ``batch_size``) is refused with a ``DataError``
+    naming the data set: a loop that restarts the loader would otherwise spin forever.
+
     >>> import numpy as np
     >>> ds = ArrayDataset(np.arange(10, dtype=np.float32), np.arange(10))
     >>> loader = DataLoader(ds, batch_size=4, shuffle=True, generator=0)
@@ -217,6 +234,7 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        _check_not_empty(dataset, self.batch_size, self.drop_last)
         self.device = backend.as_device(device)
         self.collate_fn = collate_fn
         self.seed = _resolve_seed(generator) if self.shuffle else 0

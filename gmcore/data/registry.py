@@ -38,6 +38,11 @@ class DatasetInfo:
         raise AssertionError(self.name)
 
 
+def _reads_files(info: DatasetInfo) -> bool:
+    """Whether a data set takes a root (its files, or text/audio replacing the default)."""
+    return info.needs_root or info.kind in ("text", "audio")
+
+
 def _split_root(root, split):
     """``root/train`` and ``root/test`` when both exist; otherwise ``root`` for either split."""
     import os
@@ -98,8 +103,13 @@ def get_dataset(name, split="train", root=None, **options):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if info.needs_root and root is None:
-        raise ValueError(f"dataset {name!r} reads files you provide: pass root=<folder> "
-                         "(nothing is downloaded)")
+        raise ValueError(f"dataset {name!r} reads files you provide: give their folder with "
+                         "--data-root (root= in Python); nothing is downloaded")
+    if root is not None and not _reads_files(info):
+        # a root that would be ignored is refused: the user meant some other data
+        raise ValueError(f"dataset {name!r} is built in and reads no files, so --data-root (root=) "
+                         f"{str(root)!r} would be ignored; drop it, or choose a data set that reads "
+                         "files: " + ", ".join(n for n, i in DATASETS.items() if _reads_files(i)))
     allowed = set(info.defaults) | _EXTRA.get(name, set())
     unknown = sorted(set(options) - allowed)
     if unknown:
