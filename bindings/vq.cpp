@@ -108,15 +108,16 @@ void vq_ema_stats_cuda(std::uintptr_t z, std::uintptr_t indices, std::uintptr_t 
 void bind(py::module_& m) {
   m.def("vq_nearest_cpu", &vq_nearest_cpu, py::arg("z"), py::arg("codebook"),
         "Index (int64, shape (N,)) of the nearest codebook row (squared Euclidean, ties to the lowest "
-        "index) for each row of the C-contiguous float32/float64 z (N, D); codebook (K, D), same dtype.");
+        "index) for each row of the C-contiguous float32/float64 z (N, D); codebook (K, D), same dtype. "
+        "-1 for a row with a NaN or inf, or with no finite code; codes with a NaN or inf are never chosen.");
   m.def("vq_ema_stats_cpu", &vq_ema_stats_cpu, py::arg("z"), py::arg("indices"), py::arg("num_codes"),
         "(counts (K,), sums (K, D)) of the rows of z (N, D) grouped by the int64 indices (N,), in z's dtype.");
 #if defined(GMCORE_WITH_CUDA)
   m.def("vq_nearest_cuda", &vq_nearest_cuda, py::arg("z_ptr"), py::arg("codebook_ptr"), py::arg("cnorm_ptr"),
         py::arg("indices_ptr"), py::arg("n"), py::arg("k"), py::arg("d"), py::arg("dtype"),
         py::arg("stream") = 0,
-        "Device pointers: indices[n] (int64) = nearest row of codebook[k, d] for each row of z[n, d]; "
-        "cnorm_ptr is scratch of k entries of the dtype.");
+        "Device pointers: indices[n] (int64) = nearest row of codebook[k, d] for each row of z[n, d] "
+        "(-1: a row with a NaN or inf, or no finite code); cnorm_ptr is scratch of k entries of the dtype.");
   m.def("vq_ema_stats_cuda", &vq_ema_stats_cuda, py::arg("z_ptr"), py::arg("indices_ptr"), py::arg("counts_ptr"),
         py::arg("sums_ptr"), py::arg("n"), py::arg("k"), py::arg("d"), py::arg("dtype"), py::arg("stream") = 0,
         "Device pointers: counts[k], sums[k, d] (overwritten) of the rows of z[n, d] grouped by indices[n].");

@@ -5,7 +5,8 @@
 // of its 256 threads (16 x 16) accumulates a TM x TN block of scores in registers and keeps, per
 // row, its running (best score, best index).  The 16 threads sharing rows merge their winners with
 // shuffles at the end (vq::better breaks ties to the lower index).  No N x K matrix exists; the
-// only scratch is the K code norms.
+// only scratch is the K code norms.  A row with a NaN / inf gets -1 and a code with one is never
+// chosen (vq.h).
 //
 // EMA statistics: atomics (counts and sums zeroed first).  The summation order of atomics is not
 // fixed, so float sums may differ from run to run in the last bits.
@@ -102,7 +103,7 @@ __global__ void nearest_kernel(const T* __restrict__ z, const T* __restrict__ c,
       }
     }
     const int64_t row = row0 + ty * TM + i;
-    if (tx == 0 && row < n) out[row] = vq::finalize_index(bk, k);
+    if (tx == 0 && row < n) out[row] = vq::finalize_index(bk, k, vq::row_is_finite(z + row * d, d));
   }
 }
 

@@ -11,8 +11,15 @@
 // codebook is streamed in tiles and each row keeps a running (best score, best index).
 //
 // Ties and rounding.  Codes are visited in increasing index and a candidate replaces the best
-// only when strictly smaller, so equal computed scores go to the lowest index.  NaN scores
-// (NaN in z or in a code) never win; a row whose every score is NaN or +inf gets index 0.
+// only when strictly smaller, so equal computed scores go to the lowest index.
+//
+// Non-finite values (the same in every implementation: reference, numba, cpp, triton, cuda).
+// A row of z with a NaN or +-inf has no nearest code (its distance to every code is NaN or
+// inf): its index is -1.  A code with a NaN or +-inf is never chosen: its norm is NaN or +inf,
+// so each of its scores is NaN or +inf and never compares below the running best (which starts
+// at +inf); the same holds for a code whose squared norm overflows.  A finite row that no code
+// beats +inf for (every code non-finite, or every score overflowing) also gets -1.  The public
+// op (gmcore.functional.vq_nearest) turns any -1 into a ValueError.
 // The computed score carries float rounding of order eps * (||z||^2 + ||c||^2): when two codes
 // are closer than that, implementations (and the float64 reference) may pick different ones,
 // each within rounding of the true minimum.
@@ -49,16 +56,26 @@ GM_HOST_DEVICE inline bool better(T s, int64_t k, T best, int64_t best_k) {
   return s < best || (s == best && k < best_k);
 }
 
-// Index reported for a row none of whose scores beat +inf (all NaN / +inf): 0, as argmin over
-// an all-+inf row would.
-GM_HOST_DEVICE inline int64_t finalize_index(int64_t best_k, int64_t k_count) {
-  return (best_k < 0 || best_k >= k_count) ? 0 : best_k;
+// Is every entry of the row z[0..d) finite?  (|NaN| < inf is false, as is |inf| < inf; written
+// as a comparison so host and device agree without isfinite overloads.)
+template <typename T>
+GM_HOST_DEVICE inline bool row_is_finite(const T* z, int64_t d) {
+  bool ok = true;
+  for (int64_t j = 0; j < d; ++j) ok = ok && (fabs(z[j]) < static_cast<T>(INFINITY));
+  return ok;
+}
+
+// Index reported for a row: -1 when the row has a NaN / inf, or when no score beat +inf (best_k
+// still -1: every code non-finite, or every score overflowed); otherwise the winner.
+GM_HOST_DEVICE inline int64_t finalize_index(int64_t best_k, int64_t k_count, bool row_finite) {
+  return (!row_finite || best_k < 0 || best_k >= k_count) ? -1 : best_k;
 }
 
 }  // namespace vq
 
 // Launchers (host functions).  CPU: csrc/vq_cpu.cpp.  CUDA: csrc/vq.cu.
-// z: (n, d) contiguous; codebook: (k, d) contiguous; indices: (n,) int64.
+// z: (n, d) contiguous; codebook: (k, d) contiguous; indices: (n,) int64, -1 for a row with no
+// nearest code (above).
 // counts: (k,), sums: (k, d), both in the dtype of z, overwritten (not accumulated into).
 template <typename T>
 void vq_nearest_cpu(const T* z, const T* codebook, int64_t* indices, int64_t n, int64_t k,

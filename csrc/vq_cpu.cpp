@@ -106,7 +106,7 @@ GM_INLINE void nearest_block(const T* z, int rows, const T* w, const T* cn, int6
         bk = best_k[r][j];
       }
     }
-    out[r] = vq::finalize_index(bk, k);
+    out[r] = vq::finalize_index(bk, k, vq::row_is_finite(zr[r], d));
   }
 }
 

@@ -25,7 +25,8 @@ class DiscretizedLogisticMixture(Distribution):
     given by ``channels`` when it fits both 1 and 3) or (B, 3K, T) for sequences.
     ``batch_shape`` is (B,), ``event_shape`` (C, H, W) or (T,): ``log_prob(x)`` is the
     log-likelihood of a whole example in nats (minus the per-example NLL), differentiable
-    with respect to ``params``. ``sample()`` draws on the grid -1 + 2i/(num_bins-1).
+    with respect to ``params``; with ``validate_args`` on (the default) a value outside [-1, 1]
+    or off the grid raises a ValueError. ``sample()`` draws on the grid -1 + 2i/(num_bins-1).
 
     >>> import gmcore as gm
     >>> from gmcore.distributions import DiscretizedLogisticMixture
@@ -38,7 +39,9 @@ class DiscretizedLogisticMixture(Distribution):
     """
 
     arg_constraints = {"params": constraints.real}
-    support = None  # the bin grid in [-1, 1]; values off the grid take the bin centred on them
+    # the bin grid in [-1, 1]; discretized_logistic_mixture_nll checks it (validate=) and refuses
+    # values off it or outside, instead of a constraint object here
+    support = None
     has_rsample = False
 
     def __init__(self, params, num_bins=256, channels=None, validate_args=None):
@@ -62,14 +65,16 @@ class DiscretizedLogisticMixture(Distribution):
         n_event = len(self.event_shape)
         lead = tuple(value.shape[:value.ndim - n_event])
         if lead == tuple(self.batch_shape):
-            return -discretized_logistic_mixture_nll(value, self.params, self.num_bins)
+            return -discretized_logistic_mixture_nll(value, self.params, self.num_bins,
+                                                     validate=self._validate_args)
         shape = np.broadcast_shapes(lead, tuple(self.batch_shape))  # e.g. (S, B)
         rows = math.prod(shape)
         x = broadcast_to(value, shape + tuple(self.event_shape))
         x = x.reshape((rows,) + tuple(self.event_shape))
         p = broadcast_to(self.params, shape[:-1] + tuple(self.params.shape))
         p = p.reshape((rows,) + tuple(self.params.shape[1:]))
-        return -discretized_logistic_mixture_nll(x, p, self.num_bins).reshape(shape)
+        return -discretized_logistic_mixture_nll(x, p, self.num_bins,
+                                                 validate=self._validate_args).reshape(shape)
 
     def sample(self, sample_shape=(), generator=None):
         """Draws of shape ``sample_shape + batch_shape + event_shape`` on the bin grid."""

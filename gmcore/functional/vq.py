@@ -31,8 +31,19 @@ wins; the reference (and Triton under its CPU interpreter) take the products fro
 may round identical columns differently, so there any duplicate may win. Between
 implementations the scores differ by rounding (summation order, FMA), of order
 ``eps * (||z||^2 + ||c||^2)``, so two codes whose exact float64 distances are closer than that
-may be swapped; each choice is then within rounding of the true minimum. NaN scores never win;
-a row whose every score is NaN (a NaN in z) or +inf gets index 0.
+may be swapped; each choice is then within rounding of the true minimum.
+
+NaN and inf, the same in every implementation (``csrc/vq.h`` states the rules once):
+
+* a row of ``z`` with a NaN or +-inf has no nearest code (its distance to every code is NaN or
+  inf): the kernels give it index -1;
+* a code with a NaN or +-inf is never chosen (its scores are NaN or +inf and lose every strict
+  ``<`` against the running best, which starts at +inf); nor is a code whose squared norm
+  overflows the dtype. A finite row that no code qualifies for also gets -1.
+
+:func:`vq_nearest` (and so ``nn.VectorQuantizer``) turns any -1 into a ValueError naming the
+number of such rows, since ``codebook[-1]`` would be a silent wrong result. A non-finite code
+alone is no error: it goes unused, and ``nn.VectorQuantizer``'s dead-code restart replaces it.
 """
 
 from __future__ import annotations
@@ -57,7 +68,8 @@ def vq_nearest_reference(z, codebook):
 
     Scores ``||c||^2 - 2 z.c`` (the squared distance less ``||z||^2``) by a matrix product per
     chunk of rows; NaN scores become +inf so they never win; ``argmin`` takes the first (lowest)
-    index among equal scores and 0 for an all-+inf row.
+    index among equal scores. -1 for a row with a NaN / inf and for a row whose best score is
+    +inf (no finite code), as the module docstring says.
     """
     xp = backend.xp_of(z)
     n = z.shape[0]
@@ -69,7 +81,10 @@ def vq_nearest_reference(z, codebook):
         s *= -2
         s += cn
         s[xp.isnan(s)] = xp.inf
-        out[i0:i0 + _REF_CHUNK] = s.argmin(axis=1)
+        arg = s.argmin(axis=1)
+        found = xp.take_along_axis(s, arg[:, None], axis=1)[:, 0] < xp.inf
+        found &= xp.isfinite(z[i0:i0 + _REF_CHUNK]).all(axis=1)
+        out[i0:i0 + _REF_CHUNK] = xp.where(found, arg, -1)
     return out
 
 
@@ -177,6 +192,27 @@ def _choose(op, array):
     return dispatch.choose("vq", op, backend.device_of(array).type)
 
 
+def _refuse_unmatched(indices, z, codebook):
+    """ValueError for rows the kernel gave -1 (a NaN / inf in the row, or no finite code).
+
+    The happy path costs one min over the indices: on CUDA that is a device sync (gathering
+    ``codebook[-1]`` instead would be a silent wrong result).
+    """
+    if indices.size == 0 or int(indices.min()) >= 0:
+        return
+    xp = backend.xp_of(indices)
+    n = indices.shape[0]
+    nonfinite = ~xp.isfinite(z).all(axis=1)
+    n_bad = int(nonfinite.sum())
+    if n_bad:
+        raise ValueError(f"vq_nearest: {n_bad} of {n} rows of z contain NaN or inf (the first is row "
+                         f"{int(nonfinite.argmax())}); such a row has no nearest code")
+    bad_codes = int((~xp.isfinite(codebook).all(axis=1)).sum())
+    raise ValueError(f"vq_nearest: {int((indices < 0).sum())} of {n} rows of z have no code at a finite "
+                     f"distance ({bad_codes} of {codebook.shape[0]} codebook rows contain NaN or inf; "
+                     f"the squared distances to the others overflow {z.dtype})")
+
+
 # ---- the differentiable op -----------------------------------------------------------------
 
 class VQNearest(Function):
@@ -196,6 +232,7 @@ class VQNearest(Function):
         z = xp.ascontiguousarray(z)
         codebook = xp.ascontiguousarray(codebook)
         indices = impl(z, codebook)
+        _refuse_unmatched(indices, z, codebook)
         quantized = xp.take(codebook, indices, axis=0)
         ctx.mark_non_differentiable(indices)
         ctx.num_codes = codebook.shape[0]
@@ -244,6 +281,10 @@ def vq_nearest(z, codebook):
     straight-through estimator, as ``nn.VectorQuantizer`` does). The fast kernels never form the
     N x K distance matrix; see the module docstring for how distances round.
 
+    A row of ``z`` with a NaN or inf raises a ValueError naming how many there are (every
+    implementation; the kernels mark such rows -1). A codebook row with a NaN or inf is never
+    chosen; when no code is left at a finite distance from some row, that raises too.
+
     >>> import gmcore as gm
     >>> import gmcore.nn.functional as F
     >>> codebook = gm.tensor([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]], requires_grad=True)
@@ -252,13 +293,20 @@ def vq_nearest(z, codebook):
     ([1, 0], [[1.0, 1.0], [0.0, 0.0]])
     >>> q.sum().backward(); codebook.grad.tolist()
     [[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]
+    >>> F.vq_nearest(gm.tensor([[0.9, float("nan")], [0.1, 0.2]]), codebook)
+    Traceback (most recent call last):
+        ...
+    ValueError: vq_nearest: 1 of 2 rows of z contain NaN or inf (the first is row 0); such a row has no nearest code
     """
     _check_pair(z, codebook)
     name, impl = _choose("nearest", z.data)
     if name != "reference":
         return VQNearest.apply(z, codebook, impl)
     xp = backend.xp_of(z.data)
-    indices = Tensor(vq_nearest_reference(xp.ascontiguousarray(z.data), xp.ascontiguousarray(codebook.data)))
+    zd, cd = xp.ascontiguousarray(z.data), xp.ascontiguousarray(codebook.data)
+    found = vq_nearest_reference(zd, cd)
+    _refuse_unmatched(found, zd, cd)
+    indices = Tensor(found)
     return indices, embedding(indices, codebook)  # differentiable gather: double backward works
 
 

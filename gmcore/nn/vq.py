@@ -56,6 +56,11 @@ class VectorQuantizer(Module):
     from randomly chosen vectors of the current batch, drawn from ``generator`` (a
     :class:`gmcore.Generator`; the default generator of the device when None); 0 disables it.
 
+    NaN and inf: an input vector with a NaN or inf raises a ValueError naming how many there are
+    (from :func:`gmcore.nn.functional.vq_nearest`; on CUDA the check is one device sync). A code
+    with a NaN or inf is never chosen, so its usage decays and the dead-code restart (when on)
+    replaces it with a batch vector.
+
     Buffers ``cluster_size`` (K,) and, with ``ema=True``, ``embed_sum`` (K, D) are in
     ``state_dict``, as is the ``embedding`` (K, D) parameter (``requires_grad=False`` in EMA mode).
 

@@ -4,8 +4,9 @@ Nearest code (the math of ``csrc/vq.h``): score(z, c) = ||c||^2 + sum_d z_d * (-
 squared distance minus the row's own ||z||^2 (the same for every code, so the argmin is
 unchanged). The launcher computes the norms and the codebook scaled by -2 (exact) once; each
 parallel work item takes four rows and streams the codebook, keeping running minima in scalars
-(strict ``<`` in increasing index, so ties keep the lowest index; NaN never wins; an all-NaN row
-gets 0). Extra memory: K*D + K; never N x K. (A GEMM-style register-blocked tile, as in the C++
+(strict ``<`` in increasing index, so ties keep the lowest index; NaN never wins). A row with a NaN
+or +-inf gets -1, as does a row no code's score beats +inf for; a code with a NaN or inf is never
+chosen (its scores are NaN or +inf): the rules of ``csrc/vq.h``. Extra memory: K*D + K; never N x K. (A GEMM-style register-blocked tile, as in the C++
 kernel, did not stay in registers under numba: 4-10x slower than this form.)
 
 EMA statistics: ``counts[c] = #{i: idx_i = c}``, ``sums[c] = sum of z_i over those rows``, in the
@@ -32,6 +33,15 @@ def _score(z, i, w2, c, cn):
     return s + cn[c]
 
 
+@njit(cache=True, inline="always")
+def _row_finite(z, i):
+    # |NaN| < inf and |inf| < inf are false; the kernel's _FLAGS (inlined into it) keep them so
+    for dd in range(z.shape[1]):
+        if not np.abs(z[i, dd]) < np.inf:
+            return False
+    return True
+
+
 @njit(parallel=True, cache=True, fastmath=_FLAGS)
 def _nearest_kernel(z, w2, cn, out):
     # four rows share each load of a code row (w2 = -2 codebook); one pass over the codebook per
@@ -43,7 +53,7 @@ def _nearest_kernel(z, w2, cn, out):
         i0 = b * 4
         if i0 + 4 <= n:
             b0 = b1 = b2 = b3 = z.dtype.type(np.inf)
-            k0 = k1 = k2 = k3 = 0
+            k0 = k1 = k2 = k3 = -1  # stays -1 when no score beats +inf
             for c in range(k):
                 s0 = s1 = s2 = s3 = z.dtype.type(0)
                 for dd in range(d):
@@ -66,15 +76,18 @@ def _nearest_kernel(z, w2, cn, out):
                 if s3 < b3:
                     b3, k3 = s3, c
             out[i0], out[i0 + 1], out[i0 + 2], out[i0 + 3] = k0, k1, k2, k3
+            for i in range(i0, i0 + 4):
+                if not _row_finite(z, i):
+                    out[i] = -1
         else:
             for i in range(i0, n):
                 bv = z.dtype.type(np.inf)
-                bk = 0
+                bk = -1
                 for c in range(k):
                     s = _score(z, i, w2, c, cn)
                     if s < bv:
                         bv, bk = s, c
-                out[i] = bk
+                out[i] = bk if _row_finite(z, i) else -1
 
 
 @njit(parallel=True, cache=True)

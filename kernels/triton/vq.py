@@ -6,7 +6,9 @@ not TF32, whose 10-bit mantissa would change the winners -- or a broadcast-multi
 float64), the scores ``||c||^2 - 2 z.c`` with the norms precomputed by ``_cnorm_kernel``, and
 folds the tile's minimum (``tl.argmin`` with ties to the left) into a running (best, index) with a
 strict ``<``: ties go to the lowest index across tiles too. NaN scores are replaced by +inf (they
-never win; an all-NaN row gets 0). Only the tile exists: no N x K matrix.
+never win, so a code with a NaN or inf is never chosen); the running index starts at -1 and stays
+there when no score beats +inf, and a row with a NaN or +-inf (one pass over the row block before
+the codebook loop) gets -1: the rules of ``csrc/vq.h``. Only the tile exists: no N x K matrix.
 
 EMA statistics: atomic adds of ones into ``counts`` and of the rows into ``sums``; atomics make
 the float summation order (and so the last bits) vary between runs.
@@ -45,7 +47,14 @@ def _nearest_kernel(z_ptr, c_ptr, cn_ptr, out_ptr, N, K, D, BLOCK_N: tl.constexp
     rmask = rows < N
     dt = z_ptr.dtype.element_ty
     best = tl.full([BLOCK_N], float("inf"), dt)
-    best_k = tl.zeros([BLOCK_N], dtype=tl.int64)
+    best_k = tl.full([BLOCK_N], -1, tl.int64)
+    # rows with a NaN or +-inf have no nearest code: count their non-finite entries first
+    nonfinite = tl.zeros([BLOCK_N], dtype=tl.int32)
+    for d0 in range(0, D, BLOCK_D):
+        cols = d0 + tl.arange(0, BLOCK_D)
+        zt = tl.load(z_ptr + rows[:, None].to(tl.int64) * D + cols[None, :],
+                     mask=rmask[:, None] & (cols[None, :] < D), other=0.0)
+        nonfinite += tl.sum(tl.where(tl.abs(zt) < float("inf"), 0, 1), axis=1)
     for k0 in range(0, K, BLOCK_K):
         codes = k0 + tl.arange(0, BLOCK_K)
         kmask = codes < K
@@ -69,6 +78,7 @@ def _nearest_kernel(z_ptr, c_ptr, cn_ptr, out_ptr, N, K, D, BLOCK_N: tl.constexp
         win = tile_min < best
         best = tl.where(win, tile_min, best)
         best_k = tl.where(win, tile_arg, best_k)
+    best_k = tl.where(nonfinite == 0, best_k, -1)
     tl.store(out_ptr + rows, best_k, mask=rmask)
 
 

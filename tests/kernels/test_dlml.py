@@ -291,7 +291,7 @@ def test_fused_is_once_differentiable(kernels_env, impl):
 
 def test_x_gets_no_gradient(kernels_env):
     kernels_env(None)
-    x = gm.tensor(np.zeros((1, 4)), requires_grad=True)
+    x = gm.tensor(np.full((1, 4), 1 / 255), requires_grad=True)
     p = gm.tensor(np.zeros((1, 6, 4)), requires_grad=True)
     F.discretized_logistic_mixture_nll(x, p, reduction="sum").backward()
     assert x.grad is None and p.grad is not None
@@ -309,6 +309,86 @@ def test_x_gets_no_gradient(kernels_env):
 def test_op_errors(x_shape, p_shape, kw, match):
     with pytest.raises((ValueError, TypeError), match=match):
         F.discretized_logistic_mixture_nll(gm.zeros(*x_shape), gm.zeros(*p_shape), **kw)
+
+
+# ---- data validation (issue 11, item 9) --------------------------------------------------------
+
+@pytest.mark.parametrize("impl", _cpu_impls())
+@pytest.mark.parametrize("bad, match", [
+    (5.0, r"x must lie in \[-1, 1\].*got values in \[-1, 5\]"),
+    (-1.5, r"x must lie in \[-1, 1\].*got values in \[-1.5, 1\]"),
+    (1.0 + 1e-4, r"x must lie in \[-1, 1\]"),
+    (np.nan, "x contains NaN"),
+    (np.inf, r"got values in \[-1, inf\]"),
+    (0.5 + 0.3 / 255, "off the grid|grid -1 \\+ 2i"),
+])
+@pytest.mark.parametrize("shape, P, nb", [((2, 3, 3, 5), 20, 256), ((3, 7), 6, 65536)])
+def test_op_refuses_bad_data(kernels_env, impl, bad, match, shape, P, nb):
+    """Data out of [-1, 1], NaN or off the bin grid raises in every implementation (before the
+    fix x = 5 gave a finite NLL); validate=False skips the check."""
+    kernels_env(f"dlml={impl}")
+    rng = np.random.default_rng(13)
+    x = _grid(rng, shape, nb)
+    x.reshape(-1)[[0, -1]] = -1.0, 1.0
+    x.reshape(-1)[5] = bad
+    pshape = (shape[0], P) + shape[2:] if len(shape) == 4 else (shape[0], P, shape[1])
+    p = gm.tensor(rng.standard_normal(pshape), requires_grad=True)
+    with pytest.raises(ValueError, match=match) as info:
+        F.discretized_logistic_mixture_nll(gm.tensor(x), p, num_bins=nb)
+    assert "discretized_logistic_mixture_nll" in str(info.value)
+    if np.isfinite(bad):  # the unchecked kernels take such data into a bin: finite, but wrong
+        out = F.discretized_logistic_mixture_nll(gm.tensor(x), p, num_bins=nb, validate=False)
+        assert np.all(np.isfinite(out.detach().numpy()))
+
+
+@pytest.mark.parametrize("nb", [2, 17, 256, 65536])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_validation_accepts_grid_data_computed_any_way(nb, dtype):
+    """Grid data as the models and loaders compute it, in float32 too, passes the check."""
+    i = np.random.default_rng(14).integers(0, nb, size=(2, 3000))
+    i[:, :2] = 0, nb - 1
+    p = gm.zeros(2, 3, 3000, dtype=gm.float32 if dtype == np.float32 else gm.float64)
+    for x in ((i / (nb - 1)).astype(dtype) * 2 - 1,                           # pixelcnn++, VAE
+              i.astype(dtype) * dtype(2.0 / (nb - 1)) - dtype(1),             # wavenet
+              (-1.0 + 2.0 * i / (nb - 1)).astype(dtype)):
+        out = F.discretized_logistic_mixture_nll(gm.tensor(x.astype(dtype)), p, num_bins=nb)
+        assert np.all(np.isfinite(out.numpy()))
+
+
+def test_validation_catches_wrong_level_count():
+    """x scaled by 1/256 instead of 1/255 is off the grid of 256 bins by up to half a bin."""
+    x = gm.tensor((np.arange(256.0) / 256 * 2 - 1).reshape(1, 256), dtype=gm.float32)
+    with pytest.raises(ValueError, match=r"x = 0 is 0.5 of a bin off.*num_bins=256|num_bins=256.*x = 0 is 0.5"):
+        F.discretized_logistic_mixture_nll(x, gm.zeros(1, 3, 256))
+    x17 = gm.tensor((np.arange(17.0) / 16 * 2 - 1).reshape(1, 17))  # 17-level digits at 256 bins
+    with pytest.raises(ValueError, match="grid"):
+        F.discretized_logistic_mixture_nll(x17, gm.zeros(1, 3, 17), num_bins=256)
+    F.discretized_logistic_mixture_nll(x17, gm.zeros(1, 3, 17), num_bins=17)
+
+
+def test_validation_float16_checks_the_range_only():
+    """float16 cannot resolve a 256-level grid (a value is known to ~2 bins): range only."""
+    x = gm.tensor(np.linspace(-1, 1, 50).reshape(1, 50)).half()
+    F.discretized_logistic_mixture_nll(x, gm.zeros(1, 3, 50).half())
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        F.discretized_logistic_mixture_nll(x * 2.0, gm.zeros(1, 3, 50).half())
+
+
+def test_validation_on_device(device):
+    x = gm.tensor(np.full((2, 3, 2, 2), 5.0, np.float32), device=device)
+    p = gm.zeros(2, 30, 2, 2, device=device)
+    with pytest.raises(ValueError, match=r"got values in \[5, 5\]"):
+        F.discretized_logistic_mixture_nll(x, p)
+    ok = F.discretized_logistic_mixture_nll(x * 0.0 + 1 / 255, p)  # level 128 of 256
+    assert np.isfinite(ok.cpu().numpy()).all()
+
+
+def test_validation_leaves_sampling_alone():
+    """Draws are on the grid, so they pass the check; sampling itself checks nothing."""
+    p = gm.tensor(np.random.default_rng(15).standard_normal((2, 9, 40)) * 3)
+    for nb in (256, 65536):
+        x = F.sample_discretized_logistic_mixture(p, nb, generator=gm.Generator().manual_seed(0))
+        F.discretized_logistic_mixture_nll(x, p, num_bins=nb)
 
 
 # ---- dispatch --------------------------------------------------------------------------------
@@ -385,3 +465,15 @@ def test_distribution_wraps_the_op():
     assert seq.event_shape == (7,) and seq.sample().shape == (3, 7)
     with pytest.raises(ValueError, match="channels"):
         DiscretizedLogisticMixture(gm.zeros(1, 30, 2, 2))
+
+
+def test_distribution_validates_values():
+    from gmcore.distributions import DiscretizedLogisticMixture
+    p = gm.zeros(2, 9, 5)
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        DiscretizedLogisticMixture(p).log_prob(gm.full((2, 5), 5.0))
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):  # the sample-shape path too
+        DiscretizedLogisticMixture(p).log_prob(gm.full((3, 2, 5), 5.0))
+    lp = DiscretizedLogisticMixture(p, validate_args=False).log_prob(gm.full((2, 5), 5.0))
+    assert lp.shape == (2,)
+

@@ -101,17 +101,63 @@ def test_nearest_ties_and_special_values(name, dtype):
         np.testing.assert_array_equal(c[idx[:5]], base)
     else:  # own arithmetic: duplicates get bit-identical scores, the lowest index wins
         np.testing.assert_array_equal(idx[:5], [1, 2, 3, 0, 5])
-    # NaN in a row: every score is NaN -> index 0; NaN in a code: that code never wins
+    # NaN in a row: no nearest code -> -1; NaN in a code: that code never wins
     zn = z[:4].copy()
     zn[1, 2] = np.nan
     cn = c.copy()
     cn[1, 0] = np.nan  # code 1 (base[0]) is out: row 0 falls to its duplicate, code 6
     got = nearest(zn, cn)
-    assert got[1] == 0 and got[0] in (6, 1 + 5) and c[got[2]].tolist() == base[2].tolist()
+    assert got[1] == -1 and got[0] in (6, 1 + 5) and c[got[2]].tolist() == base[2].tolist()
     if name not in BLAS_BACKED:
-        np.testing.assert_array_equal(got, [6, 0, 3, 0])
+        np.testing.assert_array_equal(got, [6, -1, 3, 0])
     # single code: everything maps to 0
     np.testing.assert_array_equal(nearest(z, c[:1]), np.zeros(len(z), np.int64))
+
+
+def _nonfinite_case(dtype, seed=20):
+    """Rows and codes with NaN / +-inf around the kernels' row blocks and code tiles.
+
+    Returns z (45, 6), c (70, 6) and the expected indices: -1 for the rows with a NaN or inf,
+    the exact nearest among the finite codes for the others (chosen so the gaps are clear).
+    """
+    rng = np.random.default_rng(seed)
+    c = (rng.standard_normal((70, 6)) * 3).astype(dtype)
+    z = (c[rng.integers(0, 70, 45)] + 0.05 * rng.standard_normal((45, 6))).astype(dtype)
+    z[0], z[1], z[2] = c[5], c[33], c[66]  # rows sitting on codes that are about to turn bad
+    c[5, 2] = np.nan
+    c[33, 0] = np.inf
+    c[66] = -np.inf
+    z[3] = c[40]
+    c[40, 1] = np.finfo(dtype).max / 4     # finite, but its squared norm overflows: never chosen
+    bad_rows = [7, 8, 11, 12, 13, 44]
+    z[7, 3] = np.nan
+    z[8] = np.nan
+    z[11, 0] = np.inf
+    z[12, 5] = -np.inf
+    z[13, :2] = np.inf, np.nan
+    z[44, 1] = np.inf  # in the last, short row block
+    finite_codes = np.flatnonzero(np.isfinite(c).all(1) & (np.abs(c).max(1) < 1e15))
+    expected = np.full(len(z), -1)
+    ok = np.setdiff1d(np.arange(len(z)), bad_rows)
+    expected[ok] = finite_codes[_exact(z[ok], c[finite_codes]).argmin(1)]
+    return z, c, expected
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # inf - inf in the scores of the bad rows/codes
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nearest_nonfinite_rows_and_codes(name, dtype):
+    """Issue 11 item 10: a row with NaN or +-inf gets -1 (before: 0 or some code), the same in
+    every implementation; codes with NaN / inf (or an overflowing norm) are never chosen."""
+    nearest = IMPLS[name][0]
+    z, c, expected = _nonfinite_case(dtype)
+    np.testing.assert_array_equal(nearest(z, c), expected)
+    # no finite code at all: every row is -1
+    np.testing.assert_array_equal(nearest(z, np.full((3, 6), np.nan, dtype)), np.full(len(z), -1))
+    np.testing.assert_array_equal(nearest(z[:5], c[[33, 66]]), np.full(5, -1))
+    # one finite code among bad ones: every finite row takes it
+    got = nearest(z, c[[5, 33, 9, 66]])
+    np.testing.assert_array_equal(got, np.where(expected < 0, -1, 2))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -297,6 +343,46 @@ def test_cuda_impls_match_exact(kernels_env, impl, dtype):
         np.testing.assert_array_equal(cp.asnumpy(counts), np.bincount(idx, minlength=k))
         rc, rs = vq_ema_stats_reference(z.astype(np.float64), idx, k)
         np.testing.assert_allclose(cp.asnumpy(sums), rs, atol=1e-3 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not gm.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("impl", ["triton", "cuda", "reference"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_impls_nonfinite(kernels_env, impl, dtype):
+    kernels_env(f"vq={impl}")
+    nearest = dispatch.get("vq", "nearest", "cuda")
+    import cupy as cp
+    z, c, expected = _nonfinite_case(dtype)
+    np.testing.assert_array_equal(cp.asnumpy(nearest(cp.asarray(z), cp.asarray(c))), expected)
+    nan_book = cp.full((3, 6), np.nan, dtype)
+    np.testing.assert_array_equal(cp.asnumpy(nearest(cp.asarray(z), nan_book)), np.full(len(z), -1))
+    with pytest.raises(ValueError, match="6 of 45 rows of z contain NaN or inf"):
+        F.vq_nearest(gm.tensor(z, device="cuda"), gm.tensor(c, device="cuda"))
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("impl", CPU_NAMES)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_op_refuses_nonfinite_rows(kernels_env, impl, dtype):
+    """The public op raises for rows with NaN / inf (the kernels' -1 would gather codebook[-1])."""
+    kernels_env(f"vq={impl}")
+    z, c, expected = _nonfinite_case(np.float64 if dtype == np.float16 else dtype)
+    z, c = z.astype(dtype), c.astype(dtype)
+    c[40] = 0.5  # float16: max/4 stays finite; the overflow case is covered above
+    with pytest.raises(ValueError, match=r"vq_nearest: 6 of 45 rows of z contain NaN or inf \(the first is row 7\)"):
+        F.vq_nearest(gm.tensor(z), gm.tensor(c, requires_grad=True))
+    ok = np.isfinite(z).all(1)
+    cb = gm.tensor(c, requires_grad=True)
+    idx, q = F.vq_nearest(gm.tensor(z[ok]), cb)  # the bad codes are simply never chosen
+    assert idx.numpy().min() >= 0 and not np.isin(idx.numpy(), [5, 33, 66]).any()
+    np.testing.assert_array_equal(q.detach().numpy(), c[idx.numpy()])
+    q.sum().backward()
+    assert np.isfinite(cb.grad.numpy()).all()
+    with pytest.raises(ValueError, match=r"45 of 45 rows of z have no code at a finite distance \(3 of 3"):
+        F.vq_nearest(gm.tensor(np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)),
+                     gm.tensor(np.full((3, 6), np.inf, dtype)))
 
 
 def test_torch_peer_agrees():

@@ -139,3 +139,33 @@ def test_bad_input():
         vq(gm.zeros(2, 5, 4))
     with pytest.raises(ValueError, match="decay"):
         VectorQuantizer(4, 3, decay=1.0)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_nonfinite_input_raises_and_leaves_state_alone(training):
+    """Issue 11 item 10: a NaN vector used to be quantized to code 0 silently."""
+    vq, _ = _vq()
+    vq.train(training)
+    z = np.random.default_rng(7).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    z[0, 1, 2, 3] = np.nan
+    z[1, :, 0, 0] = np.nan
+    z[1, 2, 3, 4] = -np.inf
+    before = {name: t.numpy().copy() for name, t in vq.state_dict().items()}
+    with pytest.raises(ValueError, match="3 of 40 rows of z contain NaN or inf"):
+        vq(gm.tensor(z))
+    for name, t in vq.state_dict().items():
+        np.testing.assert_array_equal(t.numpy(), before[name])
+
+
+def test_nan_code_is_never_chosen_and_gets_restarted():
+    vq, codes = _vq(6, 3, dead_code_threshold=0.995)
+    vq.embedding.data[2] = np.nan
+    vq.embed_sum.data[2] = np.nan
+    z = np.repeat(codes[[2]], 8, axis=0).astype(np.float32)  # right where code 2 was
+    vq.eval()
+    q, _, info = vq(gm.tensor(z))
+    assert 2 not in info["indices"].numpy() and np.isfinite(q.numpy()).all()
+    vq.train()
+    vq(gm.tensor(z))  # code 2 goes unused: its usage decays below the threshold, it restarts
+    assert np.isfinite(vq.embedding.detach().numpy()).all()
+    assert np.isfinite(vq.embed_sum.numpy()).all()

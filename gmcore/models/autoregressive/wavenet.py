@@ -208,7 +208,10 @@ class WaveNet(GenerativeModel):
         if self.config.output == "softmax":
             return F.cross_entropy(out, codes, reduction="none").sum(1)
         x = codes.to(out.dtype) * (2.0 / (self.levels - 1)) - 1.0
-        return F.discretized_logistic_mixture_nll(x, out, num_bins=self.levels)
+        # the data check costs a GPU sync: first training batch and evaluation batches only
+        validate = not (self.training and getattr(self, "_dlml_checked", False))
+        self._dlml_checked = getattr(self, "_dlml_checked", False) or self.training
+        return F.discretized_logistic_mixture_nll(x, out, num_bins=self.levels, validate=validate)
 
     # ---- the model interface ----------------------------------------------------------------
     def nll(self, batch, generator=None, labels=None, local=None) -> Tensor:

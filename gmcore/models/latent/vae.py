@@ -89,7 +89,9 @@ class VAE(GenerativeModel):
             raise ValueError(f"the bernoulli decoder needs binary data; {data.name or 'the data'} has "
                              f"{data.num_levels} levels (the CLI binarizes digits for it)")
         if config.decoder in ("logistic", "gaussian") and data.num_levels < 2:
-            raise ValueError("the logistic and gaussian decoders need data with discrete levels")
+            raise ValueError(f"the vae models images: its {config.decoder} decoder needs data with discrete "
+                             f"levels and {data.name or 'this data set'} has continuous values; train it "
+                             "on images (--dataset digits, mnist, cifar10 or image_folder)")
         if config.decoder == "logistic" and data.shape[0] not in (1, 3):
             raise ValueError(f"the logistic decoder needs 1 or 3 channels, got shape {data.shape}")
         d, c = data.dims, config
@@ -131,7 +133,11 @@ class VAE(GenerativeModel):
             logp = -0.5 * z * z - log_scale - 0.5 * LOG2PI
             return logp.sum(1) - metrics.dequantization_nats(self.data.dims, self.data.num_levels)
         params = out.reshape(n, self.out_channels, *shape[1:])
-        return -F.discretized_logistic_mixture_nll(x * 2.0 - 1.0, params, num_bins=self.data.num_levels)
+        # the data check costs a GPU sync: first training batch and evaluation batches only
+        validate = not (self.training and getattr(self, "_dlml_checked", False))
+        self._dlml_checked = getattr(self, "_dlml_checked", False) or self.training
+        return -F.discretized_logistic_mixture_nll(x * 2.0 - 1.0, params, num_bins=self.data.num_levels,
+                                                   validate=validate)
 
     def _dequant_noise(self, x: Tensor, generator=None) -> Tensor | None:
         if self.config.decoder != "gaussian":
