@@ -12,6 +12,14 @@ kernel lowers to sm_90 code, which the interpreter does not).
 
 Pass Python ints (never NumPy integer scalars) as scalar kernel arguments: Triton specialises
 on ``int`` and the interpreter rejects NumPy scalars.
+
+Streams: Triton 3.x launches on ``driver.active.get_current_stream(device)`` (``JITFunction.run``
+in ``triton/runtime/jit.py``), which is torch's current stream when torch is imported and the
+device's default stream otherwise, never CuPy's. gmcore's CuPy work (and the ``_C`` CUDA kernels,
+which take ``cupy.cuda.get_current_stream().ptr``) runs on CuPy's current stream, so a Triton
+kernel could race with the CuPy work around it. :func:`use_cupy_stream` points the active
+driver's ``get_current_device``/``get_current_stream`` at CuPy's; :func:`tl_arg` installs it the
+first time it wraps a CuPy array, so every launch of a gmcore Triton kernel goes through it.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ __all__ = [
     "InterpretedArray",
     "compile_for_sm90",
     "cdiv",
+    "use_cupy_stream",
 ]
 
 
@@ -133,6 +142,7 @@ def tl_arg(array):
                 "(set TRITON_INTERPRET=1 before triton is imported)"
             )
         return InterpretedArray(array)
+    use_cupy_stream()
     return _CupyPointer(array)
 
 
@@ -149,6 +159,43 @@ class _CupyPointer:
 
     def data_ptr(self) -> int:
         return int(self.array.data.ptr)
+
+
+_hooked_driver = None  # the Triton driver object whose getters already point at CuPy's
+
+
+def use_cupy_stream(driver=None) -> None:
+    """Make Triton launch on CuPy's current device and stream (idempotent, cheap once done).
+
+    ``driver`` defaults to ``triton.runtime.driver.active``. Triton asks
+    ``driver.get_current_stream(device)`` for the stream of every launch; replacing that getter
+    on the driver object (as Triton's third-party backends do) orders gmcore's kernels with
+    CuPy's work. The override stays for the process: every Triton launch then uses CuPy's
+    current stream, which is also torch's unless a program switches streams in one of them only.
+    """
+    global _hooked_driver
+    if driver is None:
+        from triton.runtime import driver as config  # DriverConfig; .active is made lazily
+
+        driver = config.active
+    if driver is _hooked_driver:
+        return
+    import cupy
+
+    def current_device() -> int:
+        return cupy.cuda.runtime.getDevice()
+
+    def current_stream(device) -> int:
+        device = int(device)
+        if device == cupy.cuda.runtime.getDevice():
+            return int(cupy.cuda.get_current_stream().ptr)
+        with cupy.cuda.Device(device):  # CuPy keeps one current stream per device
+            return int(cupy.cuda.get_current_stream().ptr)
+
+    # Two threads racing here install equivalent getters: no lock needed.
+    driver.get_current_device = current_device
+    driver.get_current_stream = current_stream
+    _hooked_driver = driver
 
 
 def compile_for_sm90(kernel, signature: dict[str, str], constexprs: dict[str, object] | None = None):
