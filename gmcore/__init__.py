@@ -23,6 +23,8 @@ from ._dtype import (dtype, float16, half, float32, float, float64, double, uint
 from .backend import device, cuda_is_available
 from .tensor import Tensor, Size
 from .autograd import no_grad, enable_grad, set_grad_enabled, is_grad_enabled
+from ._inference_mode import inference_mode, is_inference_mode_enabled
+from .threads import set_num_threads, get_num_threads
 from . import autograd
 from .random import Generator, manual_seed, seed, initial_seed, default_generator
 from .creation import *  # noqa: F401,F403

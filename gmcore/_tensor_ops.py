@@ -140,6 +140,38 @@ class TensorOps:
     def erfc(self):
         return _F.erfc(self)
 
+    def tan(self):
+        return _F.tan(self)
+
+    def sinh(self):
+        return _F.sinh(self)
+
+    def cosh(self):
+        return _F.cosh(self)
+
+    def asinh(self):
+        return _F.asinh(self)
+
+    def acosh(self):
+        return _F.acosh(self)
+
+    def atanh(self):
+        return _F.atanh(self)
+
+    arcsinh, arccosh, arctanh = asinh, acosh, atanh
+
+    def log2(self):
+        return _F.log2(self)
+
+    def exp2(self):
+        return _F.exp2(self)
+
+    def bitwise_left_shift(self, other):
+        return _F.bitwise_left_shift(self, other)
+
+    def bitwise_right_shift(self, other):
+        return _F.bitwise_right_shift(self, other)
+
     def logical_xor(self, other):
         return _F.logical_xor(self, other)
 
@@ -356,3 +388,53 @@ class TensorOps:
         return _F.movedim(self, source, destination)
 
     moveaxis = movedim
+
+    # ---- ordering, cumulative, rearranging, closeness (sorting.py, arrange.py ...) ----------
+    def sort(self, dim=-1, descending=False, stable=False):
+        return _F.sort(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        return _F.argsort(self, dim, descending, stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        return _F.topk(self, k, dim, largest, sorted)
+
+    def bincount(self, weights=None, minlength=0):
+        return _F.bincount(self, weights, minlength)
+
+    def unique(self, sorted=True, return_inverse=False, return_counts=False, dim=None):
+        return _F.unique(self, sorted, return_inverse, return_counts, dim)
+
+    def cumprod(self, dim, *, dtype=None):
+        return _F.cumprod(self, dim, dtype=dtype)
+
+    def median(self, dim=None, keepdim=False):
+        return _F.median(self, dim, keepdim)
+
+    def diagonal(self, offset=0, dim1=0, dim2=1):
+        return _F.diagonal(self, offset, dim1, dim2)
+
+    def repeat_interleave(self, repeats=None, dim=None, *, output_size=None):
+        return _F.repeat_interleave(self, repeats, dim, output_size=output_size)
+
+    def isclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return _F.isclose(self, other, rtol, atol, equal_nan)
+
+    def allclose(self, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+        return _F.allclose(self, other, rtol, atol, equal_nan)
+
+    # in-place (functional/inplace.py): PyTorch's autograd rules via tensor._inplace
+    def relu_(self):
+        return _F.relu_(self)
+
+    def sigmoid_(self):
+        return _F.sigmoid_(self)
+
+    def tanh_(self):
+        return _F.tanh_(self)
+
+    def scatter_(self, dim, index, src=None, *, value=None, reduce=None):
+        return _F.scatter_(self, dim, index, src, value=value, reduce=reduce)
+
+    def scatter_add_(self, dim, index, src):
+        return _F.scatter_add_(self, dim, index, src)

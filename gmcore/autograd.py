@@ -106,6 +106,7 @@ class FunctionCtx:
     _non_differentiable = None
     _outputs_meta = None
     _retained = None
+    _hooks = None  # {output_nr: {handle_id: fn}}: Tensor.register_hook on a non-leaf output
     _xp = np
     needs_input_grad = ()
 
@@ -452,6 +453,7 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
         results = [None] * len(inputs)
 
     buffers = {}      # id(node) -> list of gradient tensors, one per output
+    hooked_leaves = {}  # id(leaf) -> (leaf, summed gradient) for leaves with hooks
     # arrays that must not be stored in a .grad without a copy: the caller's root gradients
     # and any array already stored in another leaf's .grad
     handed_out = {id(g.data) for _, g in roots}
@@ -463,12 +465,18 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
             if buf is None:
                 buf = buffers[id(node)] = [None] * len(node._outputs_meta)
             buf[nr] = g if buf[nr] is None else buf[nr] + g
-        else:  # leaf tensor
-            if targets is not None:
-                for i in targets.get(id(edge), ()):
-                    results[i] = g if results[i] is None else results[i] + g
-                return
-            _accumulate_leaf(edge, g, create_graph, handed_out)
+        elif edge._hooks:  # a hooked leaf: its hooks see the summed gradient, once
+            prev = hooked_leaves.get(id(edge))
+            hooked_leaves[id(edge)] = (edge, g if prev is None else prev[1] + g)
+        else:
+            leaf_grad(edge, g)
+
+    def leaf_grad(leaf, g):
+        if targets is not None:
+            for i in targets.get(id(leaf), ()):
+                results[i] = g if results[i] is None else results[i] + g
+            return
+        _accumulate_leaf(leaf, g, create_graph, handed_out)
 
     prev_mode = _grad_enabled
     _grad_enabled = create_graph
@@ -487,6 +495,10 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
                 grads = buffers.pop(id(node), None)
                 if grads is None:
                     grads = [None] * len(node._outputs_meta)
+                if node._hooks:  # before capture and retain_grad, as torch
+                    for nr, hooks in node._hooks.items():
+                        if grads[nr] is not None:
+                            grads[nr] = _run_hooks(hooks, grads[nr])
                 if targets is not None:
                     for nr, g in enumerate(grads):
                         for i in targets.get((id(node), nr), ()):
@@ -507,6 +519,8 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
                         deps[k] -= 1
                         if deps[k] == 0:
                             ready.append(e[0])
+            for leaf, g in hooked_leaves.values():
+                leaf_grad(leaf, _run_hooks(leaf._hooks, g))
         finally:
             _grad_enabled = prev_mode
 
@@ -519,6 +533,41 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
                 results[i] = r.detach()
         return tuple(results)
     return None
+
+
+def _run_hooks(hooks, g):
+    """Call each hook on the gradient in registration order; a returned tensor replaces it."""
+    for fn in list(hooks.values()):
+        r = fn(g)
+        if r is not None:
+            if not isinstance(r, _Tensor):
+                raise TypeError(f"a gradient hook returned a {type(r).__name__}; expected a "
+                                "tensor or None")
+            if tuple(r.shape) != tuple(g.shape):
+                raise RuntimeError(f"a gradient hook changed the gradient's shape from "
+                                   f"{tuple(g.shape)} to {tuple(r.shape)}")
+            g = r
+    return g
+
+
+class RemovableHandle:
+    """What ``Tensor.register_hook`` returns: ``handle.remove()`` unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 def _call_backward(node, grads, send):

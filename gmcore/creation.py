@@ -283,6 +283,74 @@ def normal(mean, std, size, generator=None, dtype=None, device=None, requires_gr
                    device, requires_grad, generator)
 
 
+def multinomial(input, num_samples, replacement=False, *, generator=None):
+    """Draw ``num_samples`` category indices per row of non-negative weights (int64).
+
+    ``input`` is 1-d (categories) or 2-d (rows x categories); weights need not sum to one.
+    Without replacement the draws of a row are distinct, in the order a sequential draw
+    (renormalising after each pick) would make them: taken here as the smallest keys
+    ``Exponential(1) / weight`` (Efraimidis and Spirakis 2006), equivalent and vectorised.
+    With replacement each draw inverts the row's cumulative weights.
+
+    >>> import gmcore as gm
+    >>> g = gm.Generator().manual_seed(0)
+    >>> gm.multinomial(gm.tensor([0.0, 1.0, 0.0]), 2, replacement=True, generator=g).tolist()
+    [1, 1]
+    >>> sorted(gm.multinomial(gm.tensor([1.0, 2.0, 3.0]), 3, generator=g).tolist())
+    [0, 1, 2]
+    """
+    if not isinstance(input, Tensor):
+        raise TypeError(f"multinomial(): input must be a Tensor, not {type(input).__name__}")
+    if input.data.dtype.kind != "f":
+        raise RuntimeError(f"multinomial only supports floating-point dtypes for input, got "
+                           f"{input.dtype}")
+    if input.ndim not in (1, 2):
+        raise RuntimeError(f"multinomial: prob_dist must be 1 or 2 dim, got shape "
+                           f"{tuple(input.shape)}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+        raise TypeError(f"multinomial: num_samples must be an int, got "
+                        f"{type(num_samples).__name__}")
+    n, k = int(num_samples), input.shape[-1]
+    if n <= 0:
+        raise RuntimeError(f"multinomial: cannot sample n_sample <= 0 samples (got {n})")
+    if k == 0:
+        raise RuntimeError("multinomial: number of categories cannot be zero")
+    if not replacement and n > k:
+        raise RuntimeError(f"multinomial: cannot sample n_sample ({n}) > prob_dist.size(-1) "
+                           f"({k}) samples without replacement")
+    xp = input._xp()
+    w = input.data.reshape(-1, k).astype(np.float64)
+    if not bool(xp.isfinite(w).all()) or bool((w < 0).any()):
+        raise RuntimeError("multinomial: probability tensor contains either inf, nan or "
+                           "element < 0")
+    positive = (w > 0).sum(axis=1)
+    if bool((positive == 0).any()):
+        raise RuntimeError("multinomial: invalid distribution: a row of weights sums to 0")
+    if not replacement and bool((positive < n).any()):
+        raise RuntimeError(f"multinomial: a row has fewer than num_samples ({n}) categories "
+                           "of non-zero weight to sample without replacement")
+    g = _generator_for(generator, input.device)
+    u = g.uniform((w.shape[0], n if replacement else k), 0.0, 1.0, np.float64)
+    with backend.device_context(input.device):
+        if replacement:
+            out = xp.stack([_invert_cdf(xp, row, ur) for row, ur in zip(w, u)])
+        else:
+            with np.errstate(divide="ignore"):
+                keys = -xp.log1p(-u) / w  # Exponential(1) / weight; zero weight -> inf
+            out = xp.argsort(keys, axis=1, kind="stable")[:, :n]
+    out = out.astype(np.int64, copy=False)
+    return Tensor(out.reshape(n) if input.ndim == 1 else out)
+
+
+def _invert_cdf(xp, w, u):
+    """Category ``i`` with ``cdf[i-1] <= u * total < cdf[i]``: never one of zero weight."""
+    cdf = xp.cumsum(w)
+    idx = xp.searchsorted(cdf, u * cdf[-1], side="right")
+    last = w.shape[0] - 1 - int(xp.argmax(w[::-1] > 0))  # if rounding gives u * total == total
+    return xp.minimum(idx, last)
+
+
 __all__ = ["tensor", "as_tensor", "from_numpy", "from_dlpack", "zeros", "ones", "empty", "full",
            "zeros_like", "ones_like", "empty_like", "full_like", "arange", "linspace", "eye",
-           "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "normal"]
+           "rand", "randn", "randint", "randperm", "rand_like", "randn_like", "normal",
+           "multinomial"]

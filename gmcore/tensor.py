@@ -39,7 +39,7 @@ class Tensor(TensorOps):
     """
 
     __slots__ = ("data", "grad", "_grad_fn", "_output_nr", "_requires_grad", "_version", "_base",
-                 "_engine_owned", "__weakref__")
+                 "_engine_owned", "_hooks", "__weakref__")
     __array_priority__ = 1000  # numpy scalars defer to Tensor's reflected operators
 
     def __init__(self, data, requires_grad=False):
@@ -58,6 +58,7 @@ class Tensor(TensorOps):
         self._requires_grad = False
         self._version = _Version()
         self._base = None
+        self._hooks = None  # a leaf's gradient hooks (a non-leaf's live on its grad_fn)
         if requires_grad:
             self.requires_grad = True
 
@@ -149,6 +150,38 @@ class Tensor(TensorOps):
             return
         node = self._grad_fn
         node._retained = (node._retained or []) + [(self._output_nr, weakref.ref(self))]
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` whenever the gradient with respect to this tensor is computed.
+
+        The hook may return a tensor to use in place of the gradient (for what flows on into
+        the graph, or into ``.grad`` of a leaf). Returns a handle; ``handle.remove()``
+        unregisters the hook. Works on leaves and non-leaves, as ``torch.Tensor.register_hook``.
+
+        >>> import gmcore as gm
+        >>> x = gm.tensor([1.0, 2.0], requires_grad=True)
+        >>> h = x.register_hook(lambda g: g * 10)
+        >>> (x * x).sum().backward(); x.grad.tolist()
+        [20.0, 40.0]
+        >>> h.remove()
+        """
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require "
+                               "gradient")
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        if self._grad_fn is None:
+            if self._hooks is None:
+                self._hooks = {}
+            hooks = self._hooks
+        else:
+            node = self._grad_fn
+            if node._hooks is None:
+                node._hooks = {}
+            hooks = node._hooks.setdefault(self._output_nr, {})
+        handle = autograd.RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         """Accumulate d(self)/d(leaf) into every leaf's ``.grad`` (see ``gmcore.autograd.backward``)."""
@@ -385,17 +418,37 @@ class Tensor(TensorOps):
     def __ge__(self, other):
         return _F.ge(self, other)
 
+    # bitwise ops promote as torch: bool & bool stays bool, bool ^ 3 is int64 (bit for bit,
+    # the bitwise ops on bools are the logical ones)
     def __and__(self, other):
-        return _F.logical_and(self, other) if self.data.dtype == np.bool_ else \
-            _F.bitwise_and(self, other)
+        return _F.bitwise_and(self, other)
+
+    def __rand__(self, other):
+        return _F.bitwise_and(other, self)
 
     def __or__(self, other):
-        return _F.logical_or(self, other) if self.data.dtype == np.bool_ else \
-            _F.bitwise_or(self, other)
+        return _F.bitwise_or(self, other)
+
+    def __ror__(self, other):
+        return _F.bitwise_or(other, self)
 
     def __xor__(self, other):
-        return _F.logical_xor(self, other) if self.data.dtype == np.bool_ else \
-            _F.bitwise_xor(self, other)
+        return _F.bitwise_xor(self, other)
+
+    def __rxor__(self, other):
+        return _F.bitwise_xor(other, self)
+
+    def __lshift__(self, other):
+        return _F.bitwise_left_shift(self, other)
+
+    def __rlshift__(self, other):
+        return _F.bitwise_left_shift(other, self)
+
+    def __rshift__(self, other):
+        return _F.bitwise_right_shift(self, other)
+
+    def __rrshift__(self, other):
+        return _F.bitwise_right_shift(other, self)
 
     def __invert__(self):
         return _F.logical_not(self) if self.data.dtype == np.bool_ else _F.bitwise_not(self)
@@ -491,6 +544,10 @@ class Tensor(TensorOps):
         from .random import _generator_for
         u = _generator_for(generator, self.device).uniform(self.data.shape, 0.0, 1.0, np.float64)
         return self._fill_random((u < p).astype(self.data.dtype), "bernoulli_")
+
+    def multinomial(self, num_samples, replacement=False, *, generator=None):
+        from .creation import multinomial
+        return multinomial(self, num_samples, replacement, generator=generator)
 
     def _fill_random(self, values, name):
         _check_inplace(self, name)

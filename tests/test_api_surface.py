@@ -68,3 +68,20 @@ def test_autograd_namespace():
 def test_mT_is_batched_transpose():
     x = gm.zeros(2, 3, 4)
     assert x.mT.shape == (2, 4, 3) and x.T.shape == (4, 3, 2)
+
+
+ISSUE_11_OPS = {  # issue 11.14: where each new name lives, as in torch
+    gm: "tan sinh cosh asinh acosh atanh log2 exp2 celu bitwise_left_shift bitwise_right_shift "
+        "multinomial",
+    F: "tan celu hardswish mish conv3d conv_transpose3d",
+    gm.nn: "Mish Hardswish CELU Conv3d ConvTranspose3d",
+    gm.Tensor: "tan sinh cosh asinh acosh atanh log2 exp2 bitwise_left_shift "
+               "bitwise_right_shift register_hook multinomial __rxor__ __ror__ __rand__ "
+               "__lshift__ __rlshift__ __rshift__ __rrshift__",
+}
+
+
+@pytest.mark.parametrize("where,name", [(w, n) for w, names in ISSUE_11_OPS.items()
+                                        for n in names.split()])
+def test_issue_11_names_exist(where, name):
+    assert callable(getattr(where, name, None)), f"{where.__name__}.{name} missing"

@@ -312,3 +312,107 @@ def test_tensor_from_numpy_scalar_keeps_dtype():
     assert gm.tensor(np.float64(1.5)).dtype == gm.float64
     assert gm.tensor(np.int32(3)).dtype == gm.int32
     assert gm.tensor(1.5).dtype == gm.float32          # Python floats take the default dtype
+
+
+# ---- Tensor.register_hook (issue 11.14) --------------------------------------------------------
+
+def test_register_hook_on_a_leaf_sees_the_summed_gradient_once():
+    x = gm.tensor([1.0, 2.0], requires_grad=True)
+    seen = []
+    x.register_hook(lambda g: seen.append(g.tolist()))
+    (x * 3 + x * x).sum().backward()  # two paths into x: the hook gets their sum, once
+    assert seen == [[5.0, 7.0]] and x.grad.tolist() == [5.0, 7.0]
+
+
+def test_register_hook_replacement_and_remove():
+    x = gm.tensor([1.0, 2.0], requires_grad=True)
+    h = x.register_hook(lambda g: g * 10)
+    (x * x).sum().backward()
+    assert x.grad.tolist() == [20.0, 40.0]
+    h.remove()
+    x.grad = None
+    (x * x).sum().backward()
+    assert x.grad.tolist() == [2.0, 4.0]
+
+
+def test_register_hook_on_a_non_leaf_changes_what_flows_on():
+    x = gm.tensor([1.0, 2.0], requires_grad=True)
+    y = x * x
+    seen = []
+    y.register_hook(lambda g: seen.append(g.tolist()))
+    y.register_hook(lambda g: g * 2)  # hooks run in order of registration
+    (y * 3).sum().backward()
+    assert seen == [[3.0, 3.0]] and x.grad.tolist() == [12.0, 24.0]
+
+
+def test_register_hook_matches_torch_with_grad_and_create_graph():
+    torch = pytest.importorskip("torch")
+    results = []
+    for lib in (gm, torch):
+        x = lib.tensor([0.5, -1.5, 2.0], dtype=lib.float64, requires_grad=True)
+        y = x.tanh()
+        y.register_hook(lambda g: g * g + 1)
+        x.register_hook(lambda g: g - 0.25)
+        (g,) = lib.autograd.grad((y * y).sum(), x, create_graph=True)
+        (gg,) = lib.autograd.grad(g.sum(), x)
+        results.append((g.detach().numpy().copy() if lib is torch else g.detach().numpy(),
+                        gg.numpy()))
+    for a, b in zip(*results):
+        assert_close(a, b)
+
+
+def test_register_hook_errors():
+    with pytest.raises(RuntimeError, match="doesn't require gradient"):
+        gm.ones(2).register_hook(lambda g: g)
+    x = gm.ones(2, requires_grad=True)
+    x.register_hook(lambda g: g.sum())
+    with pytest.raises(RuntimeError, match="shape"):
+        (x * 2).sum().backward()
+
+
+# ---- multinomial (issue 11.14) -------------------------------------------------------------------
+
+def test_multinomial_with_replacement_frequencies():
+    w = np.array([1.0, 2.0, 0.0, 3.0, 4.0])
+    s = gm.multinomial(gm.tensor(w), 20000, replacement=True,
+                       generator=gm.Generator().manual_seed(3))
+    assert s.dtype == gm.int64 and s.shape == (20000,)
+    freq = np.bincount(s.numpy(), minlength=5) / 20000
+    assert freq[2] == 0  # a zero weight is never drawn
+    assert np.abs(freq - w / w.sum()).max() < 0.02  # ~5 standard errors; categories differ by 0.1
+
+
+def test_multinomial_without_replacement_follows_sequential_draws():
+    w = np.array([1.0, 2.0, 3.0, 4.0])
+    p = w / w.sum()
+    rows = 8000
+    s = gm.tensor(np.tile(w, (rows, 1))).multinomial(2, generator=gm.Generator().manual_seed(5))
+    s = s.numpy()
+    assert s.shape == (rows, 2) and (s[:, 0] != s[:, 1]).all()
+    first = np.bincount(s[:, 0], minlength=4) / rows
+    # P(second = j) = sum_{i != j} p_i p_j / (1 - p_i): the renormalised second draw
+    second_expected = np.array([sum(p[i] * p[j] / (1 - p[i]) for i in range(4) if i != j)
+                                for j in range(4)])
+    second = np.bincount(s[:, 1], minlength=4) / rows
+    assert np.abs(first - p).max() < 0.025 and np.abs(second - second_expected).max() < 0.025
+    full = gm.multinomial(gm.tensor([[5.0, 0.0, 1.0, 2.0]] * 3), 3).numpy()
+    assert (np.sort(full, axis=1) == [0, 2, 3]).all()  # every positive category, once
+
+
+def test_multinomial_is_seeded_and_checks_its_input():
+    w = gm.tensor([0.2, 0.3, 0.5])
+    a = gm.multinomial(w, 5, True, generator=gm.Generator().manual_seed(9))
+    b = gm.multinomial(w, 5, True, generator=gm.Generator().manual_seed(9))
+    assert a.tolist() == b.tolist()
+    for bad, n, repl, match in [
+            (gm.tensor([1.0, -1.0]), 1, True, "element < 0"),
+            (gm.tensor([1.0, float("inf")]), 1, True, "inf, nan"),
+            (gm.tensor([1.0, float("nan")]), 1, True, "inf, nan"),
+            (gm.tensor([[1.0, 1.0], [0.0, 0.0]]), 1, True, "sums to 0"),
+            (gm.tensor([1.0, 1.0]), 3, False, "without replacement"),
+            (gm.tensor([1.0, 0.0, 0.0]), 2, False, "non-zero weight"),
+            (gm.tensor([1.0, 1.0]), 0, True, "n_sample <= 0"),
+            (gm.ones(2, 2, 2), 1, True, "1 or 2 dim"),
+            (gm.tensor([1, 2]), 1, True, "floating-point")]:
+        with pytest.raises(RuntimeError, match=match):
+            gm.multinomial(bad, n, repl)

@@ -20,3 +20,7 @@ from .diffusion import *  # noqa: F401,F403
 from .wavenet import *  # noqa: F401,F403
 from .masked_conv import *  # noqa: F401,F403
 from .causal_conv import *  # noqa: F401,F403
+from .sorting import *  # noqa: F401,F403
+from .arrange import *  # noqa: F401,F403
+from .closeness import *  # noqa: F401,F403
+from .inplace import *  # noqa: F401,F403

@@ -1,5 +1,5 @@
-"""Normalising and masking ops: ``softmax``, ``log_softmax``, ``dropout``, ``triu``/``tril``, and
-the clipping activations ``hardtanh``, ``relu6``, ``softsign``.
+"""Normalising and masking ops: ``softmax``, ``log_softmax``, ``dropout``, ``triu``/``tril``, the
+clipping activations ``hardtanh``, ``relu6``, ``softsign``, and ``celu``, ``hardswish``, ``mish``.
 
 (The elementwise activations ``sigmoid relu gelu silu softplus ...`` are in ``pointwise``.)
 """
@@ -11,10 +11,11 @@ from ..autograd import Function
 from ..backend import xp_of
 from ..tensor import Tensor
 from ._util import normalize_dim
-from .pointwise import _as_array, where
+from .pointwise import _as_array, elu, softplus, tanh, where
 from .. import backend
 
-__all__ = ["softmax", "log_softmax", "dropout", "triu", "tril", "hardtanh", "relu6", "softsign"]
+__all__ = ["softmax", "log_softmax", "dropout", "triu", "tril", "hardtanh", "relu6", "softsign",
+           "celu", "hardswish", "mish"]
 
 
 # ---- softmax / log_softmax ------------------------------------------------------------------
@@ -28,7 +29,8 @@ def _shifted(x, dim):
 class Softmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        ctx.dim = None if x.ndim == 0 else normalize_dim(dim, x.ndim)
+        d = normalize_dim(dim, x.ndim)  # a 0-d input accepts dim 0 or -1 only (torch)
+        ctx.dim = None if x.ndim == 0 else d
         xp = xp_of(x)
         if x.ndim == 0 or x.size == 0:
             y = xp.ones_like(x)
@@ -51,7 +53,8 @@ class Softmax(Function):
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, x, dim):
-        ctx.dim = None if x.ndim == 0 else normalize_dim(dim, x.ndim)
+        d = normalize_dim(dim, x.ndim)  # a 0-d input accepts dim 0 or -1 only (torch)
+        ctx.dim = None if x.ndim == 0 else d
         xp = xp_of(x)
         if x.ndim == 0 or x.size == 0:
             y = xp.zeros_like(x)
@@ -233,3 +236,60 @@ def relu6(input):
 def softsign(input):
     """``x / (1 + |x|)``."""
     return input / (1 + input.abs())
+
+
+# ---- celu, hardswish, mish ------------------------------------------------------------------
+
+def _check_float(input, op):
+    if not input.is_floating_point():
+        raise TypeError(f"{op}(): expected a floating point input, got {input.dtype}")
+
+
+def celu(input, alpha=1.0):
+    """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))`` (Barron 2017).
+
+    >>> import gmcore as gm
+    >>> gm.celu(gm.tensor([1.0, 0.0]), alpha=2.0).tolist()
+    [1.0, 0.0]
+    """
+    if alpha == 0:
+        raise ValueError("celu: alpha must be non-zero (it divides the input)")
+    _check_float(input, "celu")
+    # alpha * elu(x / alpha) on the negative side; x itself (not alpha * x / alpha) above 0
+    return where(input > 0, input, alpha * elu(input / alpha))
+
+
+class Hardswish(Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        xp = xp_of(x)
+        return _as_array(xp, x * xp.clip(x + 3, 0, 6) / 6).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        # PyTorch's hardswish_backward: 0 up to -3, x/3 + 1/2 on (-3, 3), 1 from 3 on
+        return where(x <= -3, g * 0, where(x < 3, g * (x / 3 + 0.5), g))
+
+
+def hardswish(input):
+    """``x * relu6(x + 3) / 6`` (Howard et al. 2019, MobileNetV3); torch's gradient at the kinks.
+
+    >>> import gmcore as gm
+    >>> gm.hardswish(gm.tensor([-4.0, 0.0, 3.0, 4.0])).tolist()
+    [-0.0, 0.0, 3.0, 4.0]
+    """
+    _check_float(input, "hardswish")
+    return Hardswish.apply(input)
+
+
+def mish(input):
+    """``x * tanh(softplus(x))`` (Misra 2019); softplus is the overflow-free form.
+
+    >>> import gmcore as gm
+    >>> gm.mish(gm.tensor([0.0, 100.0, -1e4])).tolist()
+    [0.0, 100.0, -0.0]
+    """
+    _check_float(input, "mish")
+    return input * tanh(softplus(input))

@@ -1,4 +1,5 @@
-"""Arithmetic: ``add sub mul div pow neg matmul`` with broadcasting and PyTorch type promotion.
+"""Arithmetic: ``add sub mul div pow neg matmul`` with broadcasting and PyTorch type promotion,
+and the bit shifts ``bitwise_left_shift``/``bitwise_right_shift`` (``<<``, ``>>``).
 
 Backward formulas are written with tensor ops so that they are themselves differentiable.
 """
@@ -6,7 +7,7 @@ from ..autograd import Function
 from ._util import promote, promote_float, reduce_grad, shape_of
 
 __all__ = ["add", "sub", "mul", "div", "true_divide", "neg", "pow", "matmul",
-           "floor_divide", "remainder"]
+           "floor_divide", "remainder", "bitwise_left_shift", "bitwise_right_shift"]
 
 
 class Add(Function):
@@ -170,6 +171,41 @@ class Remainder(Function):
         return ga, gb
 
 
+class _Shift(Function):
+    """``a << b`` or ``a >> b`` on integers (no gradient), with PyTorch's answers where C's
+    shift is undefined: a shift by a negative amount or by the bit width or more gives 0, or
+    (right shift of a negative signed value) -1, the sign filling every bit."""
+
+    @staticmethod
+    def forward(ctx, a, b, left):
+        op = "bitwise_left_shift" if left else "bitwise_right_shift"
+        a, b = promote(a, b)
+        arr = a if hasattr(a, "dtype") and hasattr(a, "ndim") else b
+        dt = arr.dtype
+        if dt.kind not in "iu":
+            raise TypeError(f"{op}(): only integer tensors can be shifted, got {dt} operands")
+        xp = _xp(a, b)
+        # a Python number operand wraps into the tensor's dtype, as torch does (256 -> 0)
+        a = a if hasattr(a, "dtype") else xp.asarray(a).astype(dt)
+        b = b if hasattr(b, "dtype") else xp.asarray(b).astype(dt)
+        width = dt.itemsize * 8
+        ok = (b >= 0) & (b < width)
+        s = xp.where(ok, b, 0).astype(dt)  # a defined shift amount everywhere
+        try:
+            out = xp.left_shift(a, s) if left else xp.right_shift(a, s)
+        except ValueError as e:  # NumPy's broadcast error -> PyTorch's message
+            _raise_shape_error(op, a, b, e)
+        if left or dt.kind == "u":
+            fill = xp.zeros((), dtype=dt)
+        else:
+            fill = xp.right_shift(a, dt.type(width - 1))  # 0 or -1 by sign
+        return xp.asarray(xp.where(ok, out, fill).astype(dt, copy=False))
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None, None
+
+
 def _raise_shape_error(op, a, b, error):
     """Raise PyTorch's message naming the dimension at fault when a and b do not broadcast;
     any other ValueError is raised unchanged. Runs only on the failure path (no cost)."""
@@ -282,3 +318,41 @@ def matmul(input, other):
     gmcore.Size([5, 2, 4])
     """
     return MatMul.apply(input, other)
+
+
+def _check_shift_operands(a, b, op):
+    from ..tensor import Tensor
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"{op}(): expected at least one Tensor argument, got "
+                        f"{type(a).__name__} and {type(b).__name__}")
+    for v in (a, b):
+        if isinstance(v, float) or (not isinstance(v, (Tensor, int)) and
+                                    not hasattr(v, "dtype")):
+            raise TypeError(f"{op}(): only integer tensors and ints can be shifted, got "
+                            f"{type(v).__name__}")
+
+
+def bitwise_left_shift(input, other):
+    """``input << other`` on integer tensors (broadcast; numbers allowed on either side).
+
+    Shifting by a negative amount or by the bit width or more gives 0, as PyTorch.
+
+    >>> import gmcore as gm
+    >>> gm.bitwise_left_shift(gm.tensor([1, 3], dtype=gm.uint8), 2).tolist()
+    [4, 12]
+    >>> (gm.tensor([200], dtype=gm.uint8) << 1).tolist()  # wraps in the dtype's width
+    [144]
+    """
+    _check_shift_operands(input, other, "bitwise_left_shift")
+    return _Shift.apply(input, other, True)
+
+
+def bitwise_right_shift(input, other):
+    """``input >> other`` on integer tensors: arithmetic (sign-filling) for signed dtypes.
+
+    >>> import gmcore as gm
+    >>> (gm.tensor([-16, 16]) >> 2).tolist()
+    [-4, 4]
+    """
+    _check_shift_operands(input, other, "bitwise_right_shift")
+    return _Shift.apply(input, other, False)

@@ -97,6 +97,9 @@ def _normalize_index(input, index):
         elif isinstance(p, (Tensor, list, tuple, np.ndarray)) or \
                 hasattr(p, "__cuda_array_interface__"):
             arr = _as_index_array(p, input)
+            if arr.ndim == 0 and arr.dtype.kind in "iu":
+                out.append(int(arr))  # a 0-d integer tensor selects, as an int does (torch)
+                continue
             advanced = True
             int_arrays = int_arrays or arr.dtype.kind != "b"
             out.append(arr)
@@ -144,7 +147,47 @@ def _normalize_index(input, index):
     if not any(p is Ellipsis for p in out):
         # a trailing ellipsis makes NumPy return a 0-d array view instead of a scalar copy
         out.append(Ellipsis)
+    if advanced and any(type(p) is int for p in out):
+        return _Split.of(out), advanced, int_arrays
     return tuple(out), advanced, int_arrays
+
+
+class _Split(tuple):
+    """``(pre, post)``: an index that mixes integers with index arrays, in torch's order.
+
+    NumPy counts an integer as an advanced index, so in ``x[0, :, [1, 2]]`` the two "advanced"
+    indices are separated by a slice and their result dim goes first: shape (2, 3) for x of
+    shape (2, 3, 4). PyTorch applies integers first as basic indexing (``select``) and then the
+    index arrays, by NumPy's rule, to what is left: shape (3, 2). ``pre`` is that basic part (a
+    view: ints, slices, None), ``post`` the advanced part on the view's dims.
+    """
+
+    @classmethod
+    def of(cls, parts):
+        pre, post = [], []
+        for p in parts:
+            if p is None or p is Ellipsis or isinstance(p, slice):
+                pre.append(p)
+                post.append(slice(None) if p is not Ellipsis else p)
+            elif type(p) is int:
+                pre.append(p)  # the dim is gone: nothing of it in post
+            elif p.ndim == 0:  # a bool scalar: a new dim of size 1, indexed by [0] or []
+                pre.append(None)
+                post.append(xp_of(p).nonzero(p.reshape(1))[0])
+            else:
+                pre.extend([slice(None)] * (p.ndim if p.dtype.kind == "b" else 1))
+                post.append(p)
+        return cls((tuple(pre), tuple(post)))
+
+
+def _index(a, idx):
+    """``a[idx]`` for a normalised index (a plain tuple or a ``_Split``)."""
+    return a[idx[0]][idx[1]] if type(idx) is _Split else a[idx]
+
+
+def _dest(out, idx):
+    """(array, index) to write ``out[idx]`` through: a basic view of ``out`` for a ``_Split``."""
+    return (out[idx[0]], idx[1]) if type(idx) is _Split else (out, idx)
 
 
 # ---- getitem and its adjoint --------------------------------------------------------------
@@ -155,7 +198,7 @@ class GetItem(Function):
     @staticmethod
     def forward(ctx, a, idx, accumulate):
         ctx.in_shape, ctx.idx, ctx.accumulate = a.shape, idx, accumulate
-        return a[idx]
+        return _index(a, idx)
 
     @staticmethod
     def backward(ctx, g):
@@ -174,10 +217,11 @@ class IndexScatter(Function):
     def forward(ctx, g, shape, idx, accumulate):
         ctx.idx, ctx.accumulate = idx, accumulate
         out = xp_of(g).zeros(shape, dtype=g.dtype)
+        view, sub = _dest(out, idx)
         if accumulate:
-            backend.scatter_add(out, idx, g)
+            backend.scatter_add(view, sub, g)
         else:
-            out[idx] = g  # no index repeats: plain assignment is exact and faster
+            view[sub] = g  # no index repeats: plain assignment is exact and faster
         return out
 
     @staticmethod
@@ -187,7 +231,7 @@ class IndexScatter(Function):
 
 def _getitem_raw(input, idx, int_arrays):
     """getitem with an already normalised and validated index."""
-    basic = not any(hasattr(p, "dtype") for p in idx)
+    basic = type(idx) is not _Split and not any(hasattr(p, "dtype") for p in idx)
     return (GetItemView if basic else GetItem).apply(input, idx, int_arrays)
 
 
@@ -219,7 +263,8 @@ class IndexPut(Function):
         if hasattr(values, "dtype") and values.dtype != a.dtype:
             values = values.astype(a.dtype)
         out = a.copy()
-        target_shape = out[idx].shape
+        view, sub = _dest(out, idx)
+        target_shape = view[sub].shape
         extra = values.ndim - len(target_shape) if ctx.v_shape is not None else 0
         if extra > 0 and all(k == 1 for k in values.shape[:extra]):
             values = values.reshape(values.shape[extra:])  # NumPy drops leading 1s here too
@@ -231,9 +276,9 @@ class IndexPut(Function):
                                f"broadcast to the indexed shape {tuple(target_shape)}") from None
         ctx.target_shape = target_shape
         if accumulate:
-            backend.scatter_add(out, idx, vb)
+            backend.scatter_add(view, sub, vb)
         else:
-            out[idx] = vb
+            view[sub] = vb
         return out
 
     @staticmethod
@@ -302,10 +347,15 @@ def index_select(input, dim, index):
         raise IndexError(f"index_select: index must be 0-d or 1-d, got shape {tuple(idx.shape)}")
     nd = max(input.ndim, 1)
     d = normalize_dim(int(dim), nd)
-    if input.ndim == 0:
+    scalar = input.ndim == 0
+    if scalar:
+        if idx.size != 1:
+            raise RuntimeError(f"index_select(): index to a 0-d tensor can have only 1 value, "
+                               f"got {idx.size}")
         input = input.reshape((1,))
     _check_range(idx, input.shape[d], d, "index_select", allow_negative=False)
-    return GetItem.apply(input, (slice(None),) * d + (idx.reshape(-1), Ellipsis), True)
+    out = GetItem.apply(input, (slice(None),) * d + (idx.reshape(-1), Ellipsis), True)
+    return out.reshape(()) if scalar else out  # torch: a 0-d input gives a 0-d result
 
 
 def _dim_grid(input, dim, index, op, src=None):

@@ -31,13 +31,15 @@ __all__ = ["exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "sign", "sin"
            "sigmoid", "logsigmoid", "softplus", "relu", "leaky_relu", "elu", "gelu", "silu",
            "square", "reciprocal", "floor", "ceil", "round", "trunc", "erf", "erfc",
            "clamp", "clip", "maximum", "minimum", "where", "nan_to_num", "lerp", "addcmul",
-           "addcdiv"] + list(_compare_all)
+           "addcdiv", "tan", "sinh", "cosh", "asinh", "acosh", "atanh", "log2", "exp2",
+           "arcsinh", "arccosh", "arctanh"] + list(_compare_all)
 
 _SQRT1_2 = 1 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _TWO_OVER_SQRTPI = 2 / math.sqrt(math.pi)
 _GELU_K = math.sqrt(2 / math.pi)  # tanh approximation: 0.5 x (1 + tanh(K (x + C x^3)))
 _GELU_C = 0.044715
+_LN2 = math.log(2.0)
 
 
 def _as_array(xp, y):
@@ -132,6 +134,21 @@ Erf = _unary("Erf", lambda xp, x: _special.erf(x),
              lambda g, x: g * (_TWO_OVER_SQRTPI * exp(-x * x)), save="input")
 Erfc = _unary("Erfc", lambda xp, x: _special.erfc(x),
               lambda g, x: g * (-_TWO_OVER_SQRTPI * exp(-x * x)), save="input")
+
+Tan = _unary("Tan", lambda xp, x: xp.tan(x), lambda g, y: g * (1 + y * y))
+Sinh = _unary("Sinh", lambda xp, x: xp.sinh(x), lambda g, x: g * cosh(x), save="input")
+Cosh = _unary("Cosh", lambda xp, x: xp.cosh(x), lambda g, x: g * sinh(x), save="input")
+# the inverse hyperbolics use PyTorch's derivative formulas: at acosh(1) and atanh(+-1) the
+# gradient is inf, and acosh below 1 / atanh beyond +-1 give NaN values and NaN gradients
+Asinh = _unary("Asinh", lambda xp, x: xp.arcsinh(x), lambda g, x: g * rsqrt(x * x + 1),
+               save="input")
+Acosh = _unary("Acosh", lambda xp, x: xp.arccosh(x), lambda g, x: g * rsqrt(x * x - 1),
+               save="input")
+Atanh = _unary("Atanh", lambda xp, x: xp.arctanh(x), lambda g, x: g / (1 - x * x),
+               save="input")
+# NumPy's log2/exp2 are exact on powers of two (log2(8) == 3, exp2(3) == 8)
+Log2 = _unary("Log2", lambda xp, x: xp.log2(x), lambda g, x: g / (x * _LN2), save="input")
+Exp2 = _unary("Exp2", lambda xp, x: xp.exp2(x), lambda g, y: g * (y * _LN2))
 
 
 def _silu_grad(g, x):
@@ -428,6 +445,79 @@ def erf(input):
 def erfc(input):
     """Complementary error function ``1 - erf(x)``, accurate in the tail."""
     return Erfc.apply(input)
+
+
+def tan(input):
+    """Tangent (radians); gradient ``1 + tan(x)^2`` from the saved output.
+
+    >>> import gmcore as gm
+    >>> gm.tan(gm.tensor([0.0])).tolist()
+    [0.0]
+    """
+    return Tan.apply(input)
+
+
+def sinh(input):
+    """Hyperbolic sine."""
+    return Sinh.apply(input)
+
+
+def cosh(input):
+    """Hyperbolic cosine."""
+    return Cosh.apply(input)
+
+
+def asinh(input):
+    """Inverse hyperbolic sine.
+
+    >>> import gmcore as gm
+    >>> gm.asinh(gm.tensor([0.0])).tolist()
+    [0.0]
+    """
+    return Asinh.apply(input)
+
+
+def acosh(input):
+    """Inverse hyperbolic cosine: NaN for ``x < 1`` (as PyTorch), gradient inf at 1.
+
+    >>> import gmcore as gm
+    >>> gm.acosh(gm.tensor([1.0, 0.5])).tolist()
+    [0.0, nan]
+    """
+    return Acosh.apply(input)
+
+
+def atanh(input):
+    """Inverse hyperbolic tangent: ``+-inf`` at ``+-1``, NaN beyond.
+
+    >>> import gmcore as gm
+    >>> gm.atanh(gm.tensor([-1.0, 0.0, 1.0])).tolist()
+    [-inf, 0.0, inf]
+    """
+    return Atanh.apply(input)
+
+
+arcsinh, arccosh, arctanh = asinh, acosh, atanh  # NumPy's names, as torch aliases them
+
+
+def log2(input):
+    """Base-2 logarithm (exact on powers of two).
+
+    >>> import gmcore as gm
+    >>> gm.log2(gm.tensor([1.0, 8.0, 0.5])).tolist()
+    [0.0, 3.0, -1.0]
+    """
+    return Log2.apply(input)
+
+
+def exp2(input):
+    """``2 ** input`` elementwise (exact on integers; integer input gives the default float).
+
+    >>> import gmcore as gm
+    >>> gm.exp2(gm.tensor([0, 3, -1])).tolist()
+    [1.0, 8.0, 0.5]
+    """
+    return Exp2.apply(input)
 
 
 # ---- clamp, maximum/minimum, where --------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Reductions: ``sum mean var std prod amax amin max min argmax argmin cumsum norm all any
-count_nonzero`` (and ``sum_to_size``, the adjoint of ``expand``).
+"""Reductions: ``sum mean var std prod amax amin max min argmax argmin cumsum cumprod median
+norm all any count_nonzero`` (and ``sum_to_size``, the adjoint of ``expand``).
 
 Conventions shared by all of them, as PyTorch:
 
@@ -25,7 +25,7 @@ from ._util import normalize_dim, normalize_dims
 
 __all__ = ["sum", "sum_to_size", "mean", "var", "std", "var_mean", "std_mean", "prod", "amax",
            "amin", "max", "min", "argmax", "argmin", "cumsum", "norm", "all", "any",
-           "count_nonzero"]
+           "count_nonzero", "cumprod", "median"]
 
 
 def _dims(dim, ndim):
@@ -488,6 +488,112 @@ def cumsum(input, dim, *, dtype=None):
     [1.0, 3.0, 6.0]
     """
     return Cumsum.apply(input, int(dim), dtype)
+
+
+# ---- cumprod ------------------------------------------------------------------------------------
+
+class Cumprod(Function):
+    """Running product along ``dim``.
+
+    Backward: d y_j / d x_i = prod_{k <= j, k != i} x_k for j >= i. Without zeros in the input
+    that is y_j / x_i, so grad_i = revcumsum(g * y)_i / x_i. With zeros the division is wrong
+    (0/0), so the products are formed explicitly: row i of X replaces x_i by 1, and
+    cumprod(X)[i, j] is then prod_{k <= j, k != i} x_k (O(n^2) memory, only on this path).
+    Both forms are tensor ops, so gradients of gradients work.
+    """
+
+    @staticmethod
+    def forward(ctx, a, dim, dtype):
+        d = normalize_dim(dim, a.ndim)
+        if dtype is not None:
+            a = a.astype(as_dtype(dtype).np)
+        elif a.dtype.kind in "biu":
+            a = a.astype(np.int64)
+        ctx.dim = d
+        out = a.copy() if a.ndim == 0 else xp_of(a).cumprod(a, axis=d)
+        ctx.save_for_backward(a, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        if x.ndim == 0:
+            return g, None, None
+        d = ctx.dim
+        if not bool((x.data == 0).any()):
+            return (g * y).flip(d).cumsum(d).flip(d) / x, None, None
+        xl, gl = x.movedim(d, -1), g.movedim(d, -1)
+        n = xl.shape[-1]
+        xp = x._xp()
+        eye = Tensor(xp.eye(n, dtype=x.data.dtype))
+        upper = Tensor(xp.triu(xp.ones((n, n), dtype=x.data.dtype)))  # j >= i
+        rows = xl.unsqueeze(-2) * (1 - eye) + eye   # rows[..., i, k] = x_k (k != i), 1 (k == i)
+        pair = Cumprod.apply(rows, -1, None)       # pair[..., i, j] = prod_{k <= j, k != i} x_k
+        grad = (gl.unsqueeze(-2) * pair * upper).sum(-1)
+        return grad.movedim(-1, d), None, None
+
+
+def cumprod(input, dim, *, dtype=None):
+    """Running product along ``dim``; integer inputs give int64. The gradient is exact when
+    the input holds zeros (no ``y / x`` division there).
+
+    >>> import gmcore as gm
+    >>> x = gm.tensor([2.0, 0.0, 3.0], requires_grad=True)
+    >>> y = gm.cumprod(x, 0); y.tolist()
+    [2.0, 0.0, 0.0]
+    >>> y.sum().backward(); x.grad.tolist()
+    [1.0, 8.0, 0.0]
+    """
+    return Cumprod.apply(input, int(dim), dtype)
+
+
+# ---- median -------------------------------------------------------------------------------------
+
+median_return_type = collections.namedtuple("median", ["values", "indices"])
+
+
+def _median_index(a, d):
+    """Index (keepdim) of the lower median along ``d``; the first NaN where a slice has one."""
+    xp = xp_of(a)
+    n = a.shape[d]
+    order = xp.argsort(a, axis=d, kind="stable")  # NaN sorts last
+    k = (n - 1) // 2
+    idx = xp.take(order, xp.asarray([k]), axis=d)
+    if a.dtype.kind == "f":
+        nan = xp.isnan(a)
+        has = nan.any(axis=d, keepdims=True)
+        idx = xp.where(has, xp.argmax(nan, axis=d, keepdims=True), idx)
+    return idx.astype(np.int64)
+
+
+def median(input, dim=None, keepdim=False):
+    """The lower of the two middle values (PyTorch's median, not NumPy's mean of the two);
+    NaN if the slice holds a NaN. ``median(x)`` is over all elements; ``median(x, dim)``
+    returns ``(values, indices)``. The gradient goes to the selected element.
+
+    >>> import gmcore as gm
+    >>> gm.median(gm.tensor([4.0, 1.0, 3.0, 2.0])).item()
+    2.0
+    >>> v, i = gm.median(gm.tensor([[5.0, 1.0, 3.0]]), dim=1)
+    >>> v.tolist(), i.tolist()
+    ([3.0], [2])
+    """
+    if dim is None:
+        if input.numel() == 0:
+            return (input.reshape(-1).sum() * float("nan")).reshape(())
+        flat = input.reshape(-1)
+        idx = _median_index(flat.data, 0)
+        return flat.gather(0, Tensor(idx)).reshape(())
+    d = normalize_dim(int(dim), input.ndim)
+    if input.ndim == 0:
+        return median_return_type(input.clone(), Tensor(input._xp().zeros((), dtype=np.int64)))
+    _check_nonempty(input.data, (d,), "median")
+    idx = _median_index(input.data, d)
+    values = input.gather(d, Tensor(idx))
+    idx = Tensor(idx)
+    if not keepdim:
+        values, idx = values.squeeze(d), idx.squeeze(d)
+    return median_return_type(values, idx)
 
 
 # ---- norm ---------------------------------------------------------------------------------------

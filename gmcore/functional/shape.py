@@ -95,7 +95,7 @@ class Transpose(Function):
     def forward(ctx, a, d0, d1):
         d0, d1 = normalize_dim(d0, a.ndim), normalize_dim(d1, a.ndim)
         ctx.dims = d0, d1
-        return xp_of(a).swapaxes(a, d0, d1)
+        return xp_of(a).swapaxes(a, d0, d1) if a.ndim else a[...]  # 0-d: dims 0/-1 only
 
     @staticmethod
     def backward(ctx, g):
@@ -140,7 +140,8 @@ class Squeeze(Function):
         ctx.in_shape = a.shape
         if dim is None:
             return a.reshape(tuple(s for s in a.shape if s != 1))
-        dims = normalize_dims(dim, a.ndim) if a.ndim else ()
+        # a 0-d tensor accepts dim 0 or -1 only (torch), so validate before looking at sizes
+        dims = normalize_dims(dim, a.ndim)
         keep = tuple(s for i, s in enumerate(a.shape) if not (i in dims and s == 1))
         return a.reshape(keep)
 
@@ -219,6 +220,8 @@ def flatten(input, start_dim=0, end_dim=-1):
     """
     shape = tuple(input.shape)
     if not shape:
+        normalize_dim(int(start_dim), 0, "start_dim")  # 0 or -1 only, as torch
+        normalize_dim(int(end_dim), 0, "end_dim")
         return reshape(input, (1,))
     s = normalize_dim(int(start_dim), len(shape), "start_dim")
     e = normalize_dim(int(end_dim), len(shape), "end_dim")
@@ -268,12 +271,14 @@ def movedim(input, source, destination):
     dst = tuple(normalize_dim(int(k), nd, "destination") for k in dst)
     if len(set(src)) != len(src) or len(set(dst)) != len(dst):
         raise RuntimeError(f"movedim: repeated dim in source {src} or destination {dst}")
+    if nd == 0:  # dims 0 and -1 (validated above) name the tensor itself
+        return input[...]
     order = [None] * nd
     for s, d in zip(src, dst):
         order[d] = s
     rest = iter(k for k in range(nd) if k not in src)
     order = [next(rest) if o is None else o for o in order]
-    return permute(input, order) if nd else input
+    return permute(input, order)
 
 
 moveaxis = movedim
@@ -340,7 +345,8 @@ def flip(input, dims):
     >>> gm.tensor([[1, 2], [3, 4]]).flip(1).tolist()
     [[2, 1], [4, 3]]
     """
-    return Flip.apply(input, normalize_dims(dims, input.ndim) if input.ndim else ())
+    dims = normalize_dims(dims, input.ndim)  # validates 0-d too: dims 0 or -1 only
+    return Flip.apply(input, dims if input.ndim else ())
 
 
 class Roll(Function):
@@ -374,6 +380,8 @@ def roll(input, shifts, dims=None):
     dims = (int(dims),) if isinstance(dims, (int, np.integer)) else tuple(int(d) for d in dims)
     if len(shifts) != len(dims):
         raise RuntimeError(f"roll: shifts {shifts} and dims {dims} must have the same length")
+    if input.ndim == 0:
+        raise IndexError(f"roll: dims {dims} given but the tensor has no dimensions (torch)")
     dims = tuple(normalize_dim(d, input.ndim) for d in dims)
     return Roll.apply(input, shifts, dims)
 
@@ -583,7 +591,7 @@ def unbind(input, dim=0):
     [[1, 3], [2, 4]]
     """
     if input.ndim == 0:
-        raise RuntimeError("unbind: expected a tensor with at least one dimension")
+        raise IndexError("unbind: dimension specified as 0 but the tensor has no dimensions")
     d = normalize_dim(int(dim), input.ndim)
     if input.shape[d] == 0:
         return ()

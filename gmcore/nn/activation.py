@@ -111,10 +111,42 @@ class SiLU(Module):
 
 
 class Mish(SiLU):
-    """``x * tanh(softplus(x))`` (Misra 2019), composed from softplus and tanh."""
+    """``x * tanh(softplus(x))`` (Misra 2019)."""
 
     def forward(self, input):
-        return input * F.tanh(F.softplus(input))
+        return F.mish(input)
+
+
+class Hardswish(SiLU):
+    """``x * relu6(x + 3) / 6`` (MobileNetV3).
+
+    >>> import gmcore as gm
+    >>> gm.nn.Hardswish()(gm.tensor([-4.0, 4.0])).tolist()
+    [-0.0, 4.0]
+    """
+
+    def forward(self, input):
+        return F.hardswish(input)
+
+
+class CELU(Module):
+    """``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``.
+
+    >>> import gmcore as gm
+    >>> gm.nn.CELU(alpha=2.0)
+    CELU(alpha=2.0)
+    """
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha = alpha
+        self.inplace = inplace
+
+    def forward(self, input):
+        return F.celu(input, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}" + (", inplace=True" if self.inplace else "")
 
 
 class Sigmoid(Module):

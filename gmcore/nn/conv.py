@@ -1,4 +1,4 @@
-"""Convolution layers: ``Conv1d``, ``Conv2d``, ``ConvTranspose1d``, ``ConvTranspose2d``.
+"""Convolution layers: ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d``.
 
 Thin modules over ``gmcore.nn.functional``'s convolutions with PyTorch's constructor
 arguments, weight layout, checks and initialisation (``kaiming_uniform_(a=sqrt(5))``, bias
@@ -11,7 +11,9 @@ from . import functional as F
 from .linear import _reset_fan_in_uniform, _weight_and_bias
 from .module import Module
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
+
+_CONV = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -128,7 +130,7 @@ class _Conv(_ConvNd):
                          groups, bias, padding_mode, 0, device, dtype)
 
     def _conv_forward(self, input, weight, bias):
-        fn = F.conv1d if self._nd == 1 else F.conv2d
+        fn = getattr(F, _CONV[self._nd])
         if self.padding_mode != "zeros":
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             return fn(input, weight, bias, self.stride, 0, self.dilation, self.groups)
@@ -165,6 +167,19 @@ class Conv2d(_Conv):
     _nd = 2
 
 
+class Conv3d(_Conv):
+    """3-D convolution over (N, C_in, D, H, W) or (C_in, D, H, W): weight
+    (C_out, C_in/groups, kD, kH, kW).
+
+    >>> import gmcore as gm
+    >>> conv = gm.nn.Conv3d(2, 4, 3, padding=1)
+    >>> conv(gm.randn(1, 2, 4, 5, 6)).shape
+    gmcore.Size([1, 4, 4, 5, 6])
+    """
+
+    _nd = 3
+
+
 class _ConvTransposeNd(_ConvNd):
     _transposed = True
 
@@ -199,7 +214,7 @@ class _ConvTransposeNd(_ConvNd):
         return tuple(output_size[d] - lo[d] for d in range(nd))
 
     def forward(self, input, output_size=None):
-        fn = F.conv_transpose1d if self._nd == 1 else F.conv_transpose2d
+        fn = getattr(F, "conv_transpose" + _CONV[self._nd][4:])
         output_padding = self._output_padding(input, output_size)
         return fn(input, self.weight, self.bias, self.stride, self.padding, output_padding,
                   self.groups, self.dilation)
@@ -228,3 +243,15 @@ class ConvTranspose2d(_ConvTransposeNd):
     """
 
     _nd = 2
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """Transposed 3-D convolution: weight (C_in, C_out/groups, kD, kH, kW).
+
+    >>> import gmcore as gm
+    >>> up = gm.nn.ConvTranspose3d(4, 2, 4, stride=2, padding=1)
+    >>> up(gm.randn(1, 4, 2, 3, 3)).shape
+    gmcore.Size([1, 2, 4, 6, 6])
+    """
+
+    _nd = 3

@@ -1,4 +1,5 @@
-"""Normalization layers: ``LayerNorm``, ``GroupNorm``, ``BatchNorm1d``, ``BatchNorm2d``.
+"""Normalization layers: ``LayerNorm``, ``GroupNorm``, ``BatchNorm1d``, ``BatchNorm2d``,
+``InstanceNorm1d``, ``InstanceNorm2d``.
 
 Thin modules over ``gmcore.nn.functional``; parameters start at weight 1, bias 0 and the
 running statistics at mean 0, variance 1, as PyTorch.
@@ -17,7 +18,8 @@ from . import init
 from .linear import _weight_and_bias
 from .module import Module
 
-__all__ = ["LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d"]
+__all__ = ["LayerNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d", "InstanceNorm1d",
+           "InstanceNorm2d"]
 
 
 
@@ -205,3 +207,59 @@ class BatchNorm2d(_BatchNorm):
     """
 
     _expected = (4,)
+
+
+class _InstanceNorm(_BatchNorm):
+    """Shared logic of InstanceNorm1d/2d (PyTorch's ``_InstanceNorm``): each (sample, channel)
+    is normalized over its own positions. Defaults differ from batch norm, as PyTorch:
+    ``affine=False`` and ``track_running_stats=False``. With ``track_running_stats`` the
+    running statistics are updated in training and used in evaluation. Unbatched input
+    (C, *) is accepted.
+    """
+
+    _expected = ()  # (batched, unbatched) ndim
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,
+                 track_running_stats=False, device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
+
+    def forward(self, input):
+        self._check_input_dim(input)
+        batched = input.ndim == self._expected[0]
+        if input.shape[-self._expected[1]] != self.num_features and (
+                self.affine or self.track_running_stats):
+            raise ValueError(f"{type(self).__name__}: expected {self.num_features} channels "
+                             f"(dim {-self._expected[1]}), got input of shape "
+                             f"{tuple(input.shape)}")
+        x = input if batched else input.unsqueeze(0)
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = 0.0 if self.momentum is None else self.momentum  # as PyTorch
+        y = F.instance_norm(x, self.running_mean if self.track_running_stats else None,
+                            self.running_var if self.track_running_stats else None,
+                            self.weight, self.bias, use_input_stats, momentum, self.eps)
+        return y if batched else y.squeeze(0)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalization over (N, C, L) or unbatched (C, L): statistics per sample and
+    channel.
+
+    >>> import gmcore as gm
+    >>> m = gm.nn.InstanceNorm1d(3)
+    >>> m(gm.randn(2, 3, 5)).shape, m
+    (gmcore.Size([2, 3, 5]), InstanceNorm1d(3, eps=1e-05, momentum=0.1, affine=False, bias=False, track_running_stats=False))
+    """
+
+    _expected = (3, 2)
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalization over (N, C, H, W) or unbatched (C, H, W) (CycleGAN's norm).
+
+    >>> import gmcore as gm
+    >>> gm.nn.InstanceNorm2d(2, affine=True)(gm.randn(4, 2, 3, 3)).shape
+    gmcore.Size([4, 2, 3, 3])
+    """
+
+    _expected = (4, 3)

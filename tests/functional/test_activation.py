@@ -174,3 +174,11 @@ def test_hardtanh_gradient_is_zero_on_the_bounds():
     assert x.grad.tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="cannot be greater than max_val"):
         gm.hardtanh(x, 1.0, -1.0)
+
+
+def test_mish_hardswish_celu_modules():
+    x = gm.tensor([-4.0, -1.0, 0.5, 4.0])
+    assert gm.nn.Mish()(x).tolist() == gm.mish(x).tolist()
+    assert gm.nn.Hardswish()(x).tolist() == gm.hardswish(x).tolist()
+    assert gm.nn.CELU(0.5)(x).tolist() == gm.celu(x, 0.5).tolist()
+    assert repr(gm.nn.CELU(0.5)) == "CELU(alpha=0.5)"

@@ -212,3 +212,53 @@ def test_requires_grad_bookkeeping():
     y = a * b
     g, = gm.autograd.grad(y.sum(), a)
     assert g.tolist() == [1.0, 1.0]
+
+
+# ---- bit shifts and reflected bitwise operators (issue 11.14) --------------------------------
+
+SHIFT_DTYPES = ["uint8", "int8", "int16", "int32", "int64"]
+
+
+@pytest.mark.parametrize("dtype", SHIFT_DTYPES)
+def test_bit_shifts_match_torch(dtype):
+    torch = pytest.importorskip("torch")
+    info = np.iinfo(dtype)
+    a = np.array([0, 1, 5, 77, info.max, info.min, info.max // 3], dtype=dtype)
+    width = info.bits
+    s = np.array([0, 1, 3, width - 1, width, width + 5, -1 if info.min else 7], dtype=dtype)
+    ta, ts = torch.from_numpy(a.copy()), torch.from_numpy(s.copy())
+    ga, gs = gm.tensor(a), gm.tensor(s)
+    for got, want in [(ga << gs, ta << ts), (ga >> gs, ta >> ts),
+                      (ga[:, None] << gs, ta[:, None] << ts),  # broadcast: every pair
+                      (ga[:, None] >> gs, ta[:, None] >> ts),
+                      (ga << 3, ta << 3), (ga >> 2, ta >> 2), (3 << gs[:4], 3 << ts[:4]),
+                      (gm.bitwise_left_shift(ga, gs), torch.bitwise_left_shift(ta, ts)),
+                      (gm.bitwise_right_shift(ga, 1), torch.bitwise_right_shift(ta, 1))]:
+        assert got.dtype == getattr(gm, str(want.dtype).split(".")[1])
+        assert got.tolist() == want.tolist()
+
+
+def test_bit_shift_values_and_errors():
+    u = gm.tensor([1, 200, 255], dtype=gm.uint8)
+    assert (u << 1).tolist() == [2, 144, 254] and (u << 1).dtype == gm.uint8
+    assert (u >> 4).tolist() == [0, 12, 15] and (u << 8).tolist() == [0, 0, 0]
+    assert (gm.tensor([-16, 16]) >> 2).tolist() == [-4, 4]
+    assert (gm.tensor([-16, 16]) >> 64).tolist() == [-1, 0]  # the sign fills every bit
+    assert (gm.tensor([True, False]) << 1).tolist() == [2, 0]
+    with pytest.raises(TypeError, match="integer"):
+        gm.tensor([1.0]) << 1
+    with pytest.raises(TypeError, match="integer"):
+        gm.tensor([1]) << 1.5
+    with pytest.raises(RuntimeError, match="size"):
+        gm.tensor([1, 2]) << gm.tensor([1, 2, 3])
+
+
+def test_reflected_bitwise_operators():
+    t = gm.tensor([3, 5])
+    assert (1 ^ t).tolist() == [2, 4] and (6 & t).tolist() == [2, 4]
+    assert (8 | t).tolist() == [11, 13] and (1 << t).tolist() == [8, 32]
+    assert (64 >> t).tolist() == [8, 2]
+    b = gm.tensor([True, False])
+    assert (True ^ b).tolist() == [False, True] and (True ^ b).dtype == gm.bool
+    assert (b ^ 3).tolist() == [2, 3]  # promotes as torch, not a logical xor
+    assert (b & b).dtype == gm.bool and (False | b).tolist() == [True, False]

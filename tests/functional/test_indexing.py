@@ -119,7 +119,115 @@ def test_getitem_random_advanced(shape, data):
             ix.append(slice(None))
     ix = tuple(ix)
     a = np.random.default_rng(0).standard_normal(shape)
-    check_op(lambda t: t[ix], lambda x: x[ix], None, arrays=[a], gradgrad=False)
+    check_op(lambda t: t[ix], lambda x: _ints_first(x, ix), None, arrays=[a], gradgrad=False)
+
+
+def _ints_first(a, ix):
+    """PyTorch's rule in NumPy: integers select first (removing their dims), then NumPy's
+    indexing of what is left (NumPy itself would count the integers as advanced indices)."""
+    rest, d = [], 0
+    for p in ix:
+        if isinstance(p, int):
+            a = np.take(a, p, axis=d)
+        else:
+            rest.append(p)
+            d += p is not None
+    return a[tuple(rest)]
+
+
+def _random_index(rng, shape):
+    """A random index mixing ints, slices, None, Ellipsis, lists, int tensors and bool masks."""
+    parts, d, nd = [], 0, len(shape)
+    length = int(rng.integers(1, 4))  # every index array has this length: they broadcast
+    ellipsis = rng.random() < 0.3
+    while d < nd and rng.random() < 0.85:
+        n = shape[d]
+        kind = rng.choice(["int", "slice", "list", "tensor", "tensor0", "mask", "none",
+                           "bool", "ellipsis"])
+        if kind == "int":
+            parts.append(int(rng.integers(-n, n)))
+        elif kind == "slice":
+            parts.append(slice(int(rng.integers(-n, n)), None, int(rng.integers(1, 3))))
+        elif kind == "list":
+            parts.append(rng.integers(-n, n, length).tolist())
+        elif kind == "tensor":
+            parts.append(("t", rng.integers(0, n, (length,) if rng.random() < 0.5
+                                            else (1, length))))
+        elif kind == "tensor0":
+            parts.append(("t", np.asarray(int(rng.integers(0, n)))))
+        elif kind == "mask" and d + 1 < nd and rng.random() < 0.5:
+            parts.append(("t", rng.random(shape[d:d + 2]) < 0.5))
+            d += 1
+        elif kind == "mask":
+            parts.append(("t", rng.random(n) < 0.6))
+        elif kind == "none":
+            parts.append(None)
+            continue
+        elif kind == "bool":
+            parts.append(bool(rng.random() < 0.7))
+            continue
+        elif ellipsis:
+            parts.append(Ellipsis)
+            ellipsis = False
+            d = max(d, nd - int(rng.integers(0, nd - d + 1)))
+            continue
+        else:
+            continue
+        d += 1
+    return tuple(parts)
+
+
+def _as_module_index(ix, module):
+    return tuple(module.tensor(p[1]) if isinstance(p, tuple) else p for p in ix)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is the oracle")
+def test_mixed_indexing_matches_torch():
+    """getitem, its gradient and setitem against PyTorch over random mixed index tuples."""
+    rng = np.random.default_rng(12)
+    checked = 0
+    for case in range(400):
+        shape = tuple(int(k) for k in rng.integers(1, 5, int(rng.integers(1, 5))))
+        ix = _random_index(rng, shape)
+        a = rng.standard_normal(shape)
+        tx = torch.tensor(a, requires_grad=True)
+        try:
+            ty = tx[_as_module_index(ix, torch)]
+        except (IndexError, RuntimeError):  # e.g. arrays that don't broadcast
+            with pytest.raises((IndexError, RuntimeError)):
+                gm.tensor(a)[_as_module_index(ix, gm)]
+            continue
+        checked += 1
+        x = gm.tensor(a, requires_grad=True)
+        y = x[_as_module_index(ix, gm)]
+        assert tuple(y.shape) == tuple(ty.shape), (case, ix)
+        assert_close(y, ty.detach().numpy())
+        w = rng.standard_normal(tuple(ty.shape))
+        (ty * torch.tensor(w)).sum().backward()
+        (y * gm.tensor(w)).sum().backward()  # the scatter-add lands where torch's does
+        assert_close(x.grad, tx.grad.numpy())
+        # setitem: only where every written position is distinct (else the winner is unspecified)
+        ids = torch.arange(a.size).reshape(shape)[_as_module_index(ix, torch)]
+        if ids.unique().numel() == ids.numel():
+            tz, z = torch.tensor(a), gm.tensor(a)
+            tz[_as_module_index(ix, torch)] = torch.tensor(w)
+            z[_as_module_index(ix, gm)] = gm.tensor(w)
+            assert_close(z, tz.numpy())
+    assert checked > 250
+
+
+def test_int_and_array_split_by_a_slice_follow_torch():
+    """Issue 11.12: an int applies first (basic indexing), so the array's dim stays in place."""
+    x = gm.arange(24.0).reshape(2, 3, 4)
+    assert x[0, :, [1, 2]].shape == (3, 2)  # NumPy gives (2, 3)
+    assert x[0, :, [1, 2]].tolist() == [[1.0, 2.0], [5.0, 6.0], [9.0, 10.0]]
+    assert x[gm.tensor(1), :, gm.tensor([0, 3])].shape == (3, 2)  # a 0-d tensor selects too
+    x = gm.zeros(2, 3, 4, requires_grad=True)
+    x[0, :, [1, 2]].backward(gm.arange(6.0).reshape(3, 2))
+    assert x.grad[0].tolist() == [[0, 0, 1, 0], [0, 2, 3, 0], [0, 4, 5, 0]]
+    y = gm.zeros(2, 3, 4)
+    y[1, :, [0, 3]] = gm.tensor([[1.0, 2.0]] * 3)
+    assert y[1, :, 0].tolist() == [1.0] * 3 and y[1, :, 3].tolist() == [2.0] * 3
 
 
 # ---- index_put and setitem ---------------------------------------------------------------------

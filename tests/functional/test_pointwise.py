@@ -86,6 +86,21 @@ UNARY = [
      _torch("clamp", min=0.3), True),
     ("clip_max", lambda x: gm.clip(x, max=-0.2), lambda a: np.minimum(a, -0.2), None,
      _torch("clip", max=-0.2), True),
+    # issue 11.14: the missing ops
+    ("tan", gm.tan, np.tan, lambda a: a * 0.6, _torch("tan"), True),
+    ("sinh", gm.sinh, np.sinh, None, _torch("sinh"), True),
+    ("cosh", gm.cosh, np.cosh, None, _torch("cosh"), True),
+    ("asinh", gm.asinh, np.arcsinh, None, _torch("asinh"), True),
+    ("acosh", gm.acosh, np.arccosh, lambda a: np.abs(a) + 1.1, _torch("acosh"), True),
+    ("atanh", gm.atanh, np.arctanh, lambda a: a * 0.45, _torch("atanh"), True),
+    ("log2", gm.log2, np.log2, _positive, _torch("log2"), True),
+    ("exp2", gm.exp2, np.exp2, None, _torch("exp2"), True),
+    ("celu", lambda x: gm.celu(x, 1.5), lambda a: np.where(a > 0, a, 1.5 * np.expm1(a / 1.5)),
+     None, _torch("celu", alpha=1.5), True),
+    ("hardswish", gm.hardswish, lambda a: a * np.clip(a + 3, 0, 6) / 6, lambda a: a * 2.5,
+     _torch("hardswish"), True),
+    ("mish", gm.mish, lambda a: a * np.tanh(np.log1p(np.exp(a))), lambda a: a * 3,
+     _torch("mish"), True),
 ]
 
 
@@ -269,8 +284,13 @@ def test_where_broadcast(shapes, seed):
 
 @given(shapes=broadcast_shapes(3), seed=seeds)
 def test_clamp_tensor_bounds_broadcast(shapes, seed):
+    # torch 2.13's clamp backward can fail when a bound broadcasts the input up (shapes
+    # ((), (1,), ()) or ((1,), (), (1, 1)): "output with shape [1] doesn't match the broadcast
+    # shape [1, 1]"): the torch peer runs where the input has the result's shape; gradcheck
+    # against finite differences covers every shape.
+    torch_answers = tuple(shapes[0]) == np.broadcast_shapes(*shapes)
     check_op(gm.clamp, lambda x, lo, hi: np.minimum(np.maximum(x, lo), hi), shapes, seed=seed,
-             torch_fn=_torch("clamp"))
+             torch_fn=_torch("clamp") if torch_answers else None)
 
 
 @given(shapes=broadcast_shapes(2), seed=seeds)
@@ -382,3 +402,41 @@ def test_errors_name_the_problem():
         gm.maximum(1.0, 2.0)
     with pytest.raises(ValueError, match="beta must be non-zero"):
         gm.softplus(x, beta=0)
+
+
+def test_new_ops_domains_match_torch():
+    """acosh below 1 is NaN, atanh is +-inf at +-1, log2/exp2 are exact on powers of two."""
+    torch = pytest.importorskip("torch")
+    v = [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0]
+    for name in ("acosh", "atanh", "log2", "exp2", "tan", "sinh", "cosh", "asinh"):
+        x = gm.tensor(v, dtype=gm.float64, requires_grad=True)
+        t = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+        y, ty = getattr(gm, name)(x), getattr(torch, name)(t)
+        assert_close(y, ty.detach().numpy(), equal_nan=True)
+        y.backward(gm.ones_like(y))
+        ty.backward(torch.ones_like(ty))
+        assert_close(x.grad, t.grad.numpy(), equal_nan=True)
+    assert gm.atanh(gm.tensor([-1.0, 1.0])).tolist() == [-math.inf, math.inf]
+    k = np.arange(-60, 61)
+    assert (gm.exp2(gm.tensor(k)).to(gm.float64).numpy() == 2.0 ** k).all()
+    assert (gm.log2(gm.tensor(2.0 ** k, dtype=gm.float64)).numpy() == k).all()
+    assert gm.exp2(gm.tensor([3])).dtype == gm.float32  # integer input -> default float
+
+
+def test_hardswish_gradient_at_the_kinks_matches_torch():
+    torch = pytest.importorskip("torch")
+    v = [-3.0, -2.999, 0.0, 2.999, 3.0]
+    x = gm.tensor(v, dtype=gm.float64, requires_grad=True)
+    t = torch.tensor(v, dtype=torch.float64, requires_grad=True)
+    gm.hardswish(x).sum().backward()
+    torch.nn.functional.hardswish(t).sum().backward()
+    assert_close(x.grad, t.grad.numpy())
+
+
+def test_new_activations_reject_integers_and_bad_alpha():
+    for f in (gm.celu, gm.hardswish, gm.mish):
+        with pytest.raises(TypeError, match="floating point"):
+            f(gm.tensor([1, 2]))
+    with pytest.raises(ValueError, match="alpha"):
+        gm.celu(gm.ones(2), alpha=0.0)
+    assert gm.mish(gm.tensor([1e4, -1e4])).tolist() == [1e4, -0.0]  # no overflow

@@ -346,3 +346,43 @@ def test_cat_stack_mixed_devices_name_both():
     for op in (gm.cat, gm.stack):
         with pytest.raises(RuntimeError, match=r"cpu.*cuda:0"):
             op([gm.zeros(2), gm.zeros(2, device="cuda")])
+
+
+ZERO_D_DIM_OPS = {  # issue 11.13: a 0-d tensor takes dim 0 or -1, anything else is an IndexError
+    "squeeze": lambda m, x, d: x.squeeze(d),
+    "squeeze_tuple": lambda m, x, d: x.squeeze((d,)),
+    "unsqueeze": lambda m, x, d: x.unsqueeze(d),
+    "sum": lambda m, x, d: x.sum(d),
+    "softmax": lambda m, x, d: x.softmax(d),
+    "log_softmax": lambda m, x, d: x.log_softmax(d),
+    "flatten": lambda m, x, d: x.flatten(d),
+    "transpose": lambda m, x, d: x.transpose(d, 0),
+    "flip": lambda m, x, d: x.flip((d,)),
+    "roll": lambda m, x, d: x.roll(1, d),
+    "unbind": lambda m, x, d: x.unbind(d),
+    "movedim": lambda m, x, d: x.movedim(d, 0),
+    "index_select": lambda m, x, d: x.index_select(d, m.tensor([0])),
+    "cumsum": lambda m, x, d: x.cumsum(d),
+    "argmax": lambda m, x, d: x.argmax(d),
+}
+
+
+@pytest.mark.skipif(torch is None, reason="torch is the oracle")
+@pytest.mark.parametrize("op", sorted(ZERO_D_DIM_OPS))
+def test_zero_d_dim_range_matches_torch(op):
+    f = ZERO_D_DIM_OPS[op]
+    for d in (0, -1, 1, -2, 10):
+        try:
+            expected = f(torch, torch.tensor(2.0), d)
+        except IndexError:
+            with pytest.raises(IndexError):
+                f(gm, gm.tensor(2.0), d)
+            continue
+        got = f(gm, gm.tensor(2.0), d)
+        assert tuple(got.shape) == tuple(expected.shape) and got.tolist() == expected.tolist()
+
+
+def test_squeeze_zero_d_out_of_range():
+    with pytest.raises(IndexError, match="expected in \\[-1, 0\\]"):
+        gm.tensor(1.0).squeeze(10)
+    assert gm.tensor(1.0).squeeze(-1).shape == ()

@@ -428,3 +428,88 @@ def test_errors():
         F.conv_transpose2d(gm.randn(1, 3, 3, 3), gm.randn(2, 1, 2, 2))
     with pytest.raises(RuntimeError, match="expected input.*to have 4 channels"):
         F.conv1d(gm.randn(1, 3, 9), gm.randn(2, 4, 3))
+
+
+# ---- 3-D convolutions (issue 11.14) ----------------------------------------------------------
+
+def ref_conv3d(x, w, b, stride, pad, dil, groups=1):
+    """Direct definition: one einsum per kernel tap over the strided input positions."""
+    x = np.pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in pad))
+    n, c = x.shape[:2]
+    o, cg = w.shape[:2]
+    ks = w.shape[2:]
+    out = [(x.shape[2 + i] - dil[i] * (ks[i] - 1) - 1) // stride[i] + 1 for i in range(3)]
+    y = np.zeros((n, o) + tuple(out))
+    og = o // groups
+    for g in range(groups):
+        xg, wg = x[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og]
+        for i, j, k in np.ndindex(*ks):
+            xs = xg[:, :, i * dil[0]::stride[0], j * dil[1]::stride[1], k * dil[2]::stride[2]]
+            xs = xs[:, :, :out[0], :out[1], :out[2]]
+            y[:, g * og:(g + 1) * og] += np.einsum("ncdhw,oc->nodhw", xs, wg[:, :, i, j, k])
+    return y if b is None else y + b.reshape(1, -1, 1, 1, 1)
+
+
+def _torch_f(name, **kw):
+    def fn(*args):
+        import torch
+        return getattr(torch.nn.functional, name)(*args, **kw)
+    return fn
+
+
+def test_conv3d(device):
+    kw = dict(stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1), groups=2)
+    out = check_op(lambda x, w, b: F.conv3d(x, w, b, **kw),
+                   lambda x, w, b: ref_conv3d(x, w, b, (2, 1, 2), (1, 0, 1), (1, 2, 1), 2),
+                   [(1, 4, 3, 4, 3), (4, 2, 2, 2, 2), (4,)], device=device,
+                   torch_fn=_torch_f("conv3d", **kw))
+    assert tuple(out.shape) == (1, 4, 2, 2, 2)
+    # unbatched and padding='same' (an even kernel: the odd extra pad goes after)
+    check_op(lambda x, w: F.conv3d(x, w, padding="same"),
+             lambda x, w: ref_conv3d(np.pad(x, ((0, 0), (0, 1), (0, 1), (0, 1)))[None], w, None,
+                                     (1, 1, 1), (0, 0, 0), (1, 1, 1))[0],
+             [(2, 3, 3, 3), (2, 2, 2, 2, 2)], device=device, gradgrad=False)
+
+
+def test_conv_transpose3d(device):
+    torch = pytest.importorskip("torch")
+    kw = dict(stride=(2, 1, 3), padding=(1, 0, 1), output_padding=(1, 0, 2), groups=2,
+              dilation=(1, 2, 1))
+
+    def ref(x, w, b):
+        return torch.nn.functional.conv_transpose3d(
+            torch.tensor(x), torch.tensor(w), torch.tensor(b), **kw).numpy()
+    out = check_op(lambda x, w, b: F.conv_transpose3d(x, w, b, **kw), ref,
+                   [(2, 4, 2, 3, 2), (4, 1, 3, 2, 2), (2,)], device=device,
+                   torch_fn=_torch_f("conv_transpose3d", **kw))
+    # (D - 1) s - 2p + d (k - 1) + output_padding + 1 per dim
+    assert tuple(out.shape) == (2, 2, 1 * 2 - 2 + 2 + 1 + 1, 2 - 0 + 2 + 0 + 1, 3 - 2 + 1 + 2 + 1)
+
+
+def test_conv3d_modules():
+    torch = pytest.importorskip("torch")
+    conv, up = gm.nn.Conv3d(2, 3, (2, 3, 1), stride=2, padding=1), \
+        gm.nn.ConvTranspose3d(3, 2, 3, stride=2, padding=1)
+    assert conv.weight.shape == (3, 2, 2, 3, 1) and up.weight.shape == (3, 2, 3, 3, 3)
+    x = gm.randn(1, 2, 4, 5, 3, dtype=gm.float64)
+    y = conv.double()(x)
+    tconv = torch.nn.Conv3d(2, 3, (2, 3, 1), stride=2, padding=1).double()
+    tconv.weight.data = torch.tensor(conv.weight.detach().numpy())
+    tconv.bias.data = torch.tensor(conv.bias.detach().numpy())
+    assert_close(y, tconv(torch.tensor(x.numpy())).detach().numpy())
+    z = up.double()(y, output_size=(6, 5, 6))
+    assert z.shape == (1, 2, 6, 5, 6)
+    assert "Conv3d(2, 3, kernel_size=(2, 3, 1)" in repr(conv)
+
+
+def test_conv3d_errors():
+    with pytest.raises(RuntimeError, match="5D \\(batched\\)"):
+        F.conv3d(gm.ones(2, 3, 3), gm.ones(1, 2, 1, 1, 1))
+    with pytest.raises(RuntimeError, match="to have 4 channels"):
+        F.conv3d(gm.ones(1, 3, 3, 3, 3), gm.ones(1, 4, 1, 1, 1))
+    with pytest.raises(RuntimeError, match="depth"):
+        F.conv3d(gm.ones(1, 1, 2, 3, 3), gm.ones(1, 1, 3, 1, 1))
+    with pytest.raises(ValueError, match="same"):
+        F.conv3d(gm.ones(1, 1, 3, 3, 3), gm.ones(1, 1, 1, 1, 1), stride=2, padding="same")
+    with pytest.raises(ValueError, match="output padding"):
+        F.conv_transpose3d(gm.ones(1, 1, 2, 2, 2), gm.ones(1, 1, 1, 1, 1), output_padding=1)
