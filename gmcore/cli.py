@@ -7,6 +7,11 @@ Subcommands live in :data:`COMMANDS`; add one with :func:`command`::
 
 Probing optional parts (cupy, triton, numba, torch, gmcore._C) happens only when ``info`` runs,
 never at ``import gmcore``.
+
+Errors: a command raises :class:`CLIError` (or lets one of :func:`user_errors` through) and
+:func:`main` prints ``gmcore <command>: <message>`` on one line, exit status 1 (2 for bad
+usage); a bad flag prints the message and ``see 'gmcore ... --help'``, not the usage block.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +23,46 @@ import platform
 import sys
 from dataclasses import dataclass
 from typing import Callable
+
+
+class CLIError(Exception):
+    """A failure the user can fix (a flag, a file, the machine): reported as one line
+    ``gmcore <command>: <message>`` with exit status ``status`` (2: bad usage, 1: anything else)."""
+
+    def __init__(self, message: str, status: int = 1):
+        super().__init__(message)
+        self.status = status
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in two lines (the message, where help is) instead of
+    the whole usage block, which buries the message under twenty lines of flags."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\nsee '{self.prog} --help'\n")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input or an unusable environment, never a gmcore bug:
+    :func:`main` prints them in one line instead of a traceback. Each names its file, flag or
+    device (the project's own types are raised where the problem is found)."""
+    from .configs import ConfigError
+    from .dispatch import KernelUnavailable
+    from .io import CheckpointError
+
+    # ValueError: configs, data sets and run folders report bad values with it; OSError: files
+    # (missing, unreadable, disk full); ImportError: an optional extra that is not installed.
+    return (CLIError, ConfigError, CheckpointError, KernelUnavailable, FloatingPointError, ValueError,
+            OSError, ImportError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (a state_dict error lists one key per line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    for ln in lines[1:]:
+        text += (" " if text.endswith(":") else "; ") + ln
+    return text
 
 
 @dataclass
@@ -159,11 +204,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selftest_arguments(p: argparse.ArgumentParser) -> None:
+    from . import selftest
+
+    selftest.add_arguments(p)
+
+
+@command("selftest", help="check this installation: every kernel against its reference, tiny "
+         "model training, optional benchmarks", add_arguments=_selftest_arguments)
+def _selftest(args: argparse.Namespace) -> int:
+    from . import selftest
+
+    return selftest.main(args)
+
+
 from . import cli_train  # noqa: E402,F401  (registers train, sample, eval, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gmcore", description="gmcore: autodiff tensor engine with hand-written kernels")
+    parser = ArgumentParser(prog="gmcore", description="gmcore: autodiff tensor engine with hand-written kernels")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -173,12 +232,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input and unusable environments end in one line on stderr
+    (``gmcore <command>: <message>``) and a non-zero status, never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    rc = COMMANDS[args.command].run(args)
+    from .configs import ConfigError
+
+    try:
+        rc = COMMANDS[args.command].run(args)
+    except user_errors() as exc:
+        print(f"gmcore {args.command}: {one_line(exc)}", file=sys.stderr)
+        return getattr(exc, "status", 2 if isinstance(exc, ConfigError) else 1)
+    except KeyboardInterrupt:  # sample / eval (train saves a checkpoint and returns 130 itself)
+        print(f"gmcore {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0 if rc is None else int(rc)
 
 

@@ -10,10 +10,11 @@ fields, for models whose good step count or batch size differs from the general 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import sys
+from pathlib import Path
 
-from .cli import command
+from .cli import ArgumentParser, CLIError, command
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,8 +26,8 @@ def _model_parser(name: str, spec) -> argparse.ArgumentParser:
     from .configs import add_dataclass_flags
     from .train import TrainConfig
 
-    p = argparse.ArgumentParser(prog=f"gmcore train {name}",
-                                description=f"{name}: {spec.description} (default data: {spec.dataset})")
+    p = ArgumentParser(prog=f"gmcore train {name}",
+                       description=f"{name}: {spec.description} (default data: {spec.dataset})")
     p.add_argument("--config", metavar="FILE.toml", help="TOML file with [train] and [model] tables")
     add_dataclass_flags(p, TrainConfig, "training")
     add_dataclass_flags(p, spec.config_cls, f"model ({name})")
@@ -59,64 +60,111 @@ def parse_train_args(model: str, rest: list[str]):
     return model, tcfg, mcfg
 
 
+def require_device(dev: str) -> None:
+    """Refuse, in one line naming ``--device``, a device this machine cannot run (checked before
+    any work starts, so that no half-made run folder is left behind)."""
+    from . import backend
+
+    try:
+        d = backend.as_device(dev)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"--device {dev}: {exc}", status=2) from None
+    if d.type == "cpu":
+        return
+    if importlib.util.find_spec("cupy") is None:
+        why = "cupy is not installed; pip install 'gmcore[gpu]' on a machine with an NVIDIA GPU"
+    elif not backend.cuda_is_available():
+        why = "cupy is installed but sees no GPU"
+    elif d.index >= backend.cuda_device_count():
+        why = f"only {backend.cuda_device_count()} CUDA device(s) are visible"
+    else:
+        return
+    raise CLIError(f"--device {dev}: no CUDA device is usable here ({why})")
+
+
 @command("train", help="train a model (gmcore train MODEL --help for its flags)",
          add_arguments=_train_arguments)
 def _train(args: argparse.Namespace) -> int:
     if not args.model:
-        print("usage: gmcore train MODEL [flags]   (models: " + ", ".join(_model_names()) + ")",
-              file=sys.stderr)
-        return 2
+        raise CLIError("name a model: gmcore train MODEL [flags]   (models: " + ", ".join(_model_names()) + ")",
+                       status=2)
     name, tcfg, mcfg = parse_train_args(args.model, args.rest)
+    require_device(tcfg.device)
     from .train import train
 
-    try:
-        result = train(name, tcfg, mcfg)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"gmcore train: {exc}", file=sys.stderr)
-        return 1
+    result = train(name, tcfg, mcfg)
     return 130 if result.get("interrupted") else 0
 
 
 def _ckpt_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="run checkpoint: RUN_DIR, RUN_DIR/last or RUN_DIR/last.json")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("checkpoint", help="a run: RUN_DIR, or its checkpoint RUN_DIR/last[.safetensors]")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
 
 
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
     _ckpt_arguments(p)
-    p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--out", default="", help="PNG file (default: samples_<seed>.png in the run folder); "
-                   "for text and audio runs a folder (default: samples_<seed>/)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", default="",
+                   help="FILE.png: a grid of image samples (default: samples_<seed>.png in the run "
+                        "folder); FILE.npy: the raw sample array, images (N, C, H, W) in [0, 1] or "
+                        "(N, length) ids of text and audio runs; text and audio runs otherwise write "
+                        "into a folder (default: samples_<seed>/)")
 
 
-def _resolve_ckpt(path: str):
-    from pathlib import Path
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    _ckpt_arguments(p)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the evaluation's random draws (IWAE samples, dequantization noise); "
+                        "default: the one the run's final evaluation used, so the figures equal "
+                        "metrics.json's")
+    p.add_argument("--sample-quality", action=argparse.BooleanOptionalAction, default=True,
+                   help="digits runs: also draw the run's final samples and score them (digits-FID, "
+                        "KID, precision/recall; default on)")
 
+
+def _resolve_ckpt(path: str) -> Path:
+    """The checkpoint stem (``RUN/last``) of a run folder or checkpoint path; a clear error when
+    there is no run there."""
     p = Path(path)
-    return p / "last" if p.is_dir() else p
+    stem = p / "last" if p.is_dir() else (p.with_suffix("") if p.suffix in (".json", ".safetensors") else p)
+    # last.safetensors is the checkpoint; a last.json alone is an older run's sidecar format
+    if not any(stem.with_name(stem.name + ext).exists() for ext in (".safetensors", ".json")):
+        where = "the folder has no last.safetensors" if p.is_dir() else \
+            "expected a run folder, or its checkpoint RUN/last.safetensors"
+        raise CLIError(f"no run found at {path} ({where})")
+    return stem
 
 
-@command("sample", help="draw samples from a trained model into a PNG", add_arguments=_sample_arguments)
+def _is_image_run(model) -> bool:
+    return len(model.data.shape) == 3
+
+
+@command("sample", help="draw samples from a trained model (a PNG grid, the model's own format, or .npy)",
+         add_arguments=_sample_arguments)
 def _sample(args: argparse.Namespace) -> int:
+    from .autograd import no_grad
     from .plots import save_image_grid
     from .random import Generator
     from .train import load_run_model
 
     if args.n < 1:
-        print("gmcore sample: --n must be positive", file=sys.stderr)
-        return 2
+        raise CLIError("--n must be positive", status=2)
+    require_device(args.device)
     ckpt = _resolve_ckpt(args.checkpoint)
-    try:
-        model, state = load_run_model(ckpt, device=args.device)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"gmcore sample: {exc}", file=sys.stderr)
-        return 1
-    from .autograd import no_grad
-
+    model, state = load_run_model(ckpt, device=args.device)
     gen = Generator(device=args.device).manual_seed(args.seed)
-    if len(model.data.shape) != 3 and hasattr(model, "save_samples"):
+    if args.out.endswith(".npy"):
+        with no_grad():
+            samples = model.sample(args.n, generator=gen, **_sequence_length(model))
+        _save_npy(samples, args.out)
+        print(args.out)
+        return 0
+    if not _is_image_run(model) and hasattr(model, "save_samples"):
         return _sample_files(args, model, state, ckpt, gen)
+    if args.out and not args.out.endswith(".png"):
+        raise CLIError(f"--out {args.out}: an image run writes FILE.png (a grid) or FILE.npy (the array)",
+                       status=2)
     with no_grad():
         samples = model.sample(args.n, generator=gen)
     out = args.out or str(ckpt.parent / f"samples_{args.seed}.png")
@@ -125,19 +173,32 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sequence_length(model) -> dict:
+    """Text and audio runs: draw the length the model's samples files use (its
+    ``sample_length``), not the training window."""
+    length = getattr(model.config, "sample_length", 0)
+    return {"length": length} if length and not _is_image_run(model) else {}
+
+
+def _save_npy(samples, path) -> None:
+    import io as _io
+
+    import numpy as np
+
+    from .io import atomic_write_bytes
+
+    buf = _io.BytesIO()
+    np.save(buf, samples.detach().cpu().numpy(), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _sample_files(args, model, state, ckpt, gen) -> int:
     """Text and audio runs: the model writes its own format (samples.txt, samples.wav) into
     ``--out`` (a folder; default samples_<seed>/ in the run folder); the model's config sets
     how many and how long."""
-    from pathlib import Path
-
     from .autograd import no_grad
 
-    try:
-        train_set = _run_dataset(model, state, "train")
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"gmcore sample: {exc}", file=sys.stderr)
-        return 1
+    train_set = _run_dataset(model, state, "train")
     out = Path(args.out) if args.out else ckpt.parent / f"samples_{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
     with no_grad():
@@ -155,18 +216,28 @@ def _run_dataset(model, state, split):
     return gdata.get_dataset(state["data"]["name"], split, root=tc.get("data_root") or None, **opts)
 
 
-@command("eval", help="test bits/dim (and sample quality) of a trained model", add_arguments=_ckpt_arguments)
+@command("eval", help="test bits per dim, char or sample of a trained model, and for digits runs the "
+         "sample quality (digits-FID, KID, precision/recall); the figures equal metrics.json's",
+         add_arguments=_eval_arguments)
 def _eval(args: argparse.Namespace) -> int:
-    from .train import evaluate, load_run_model
+    from .autograd import no_grad
+    from .train import eval_seed, evaluate, final_samples, load_run_model
 
-    try:
-        model, state = load_run_model(_resolve_ckpt(args.checkpoint), device=args.device)
-        test = _run_dataset(model, state, "test")
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        print(f"gmcore eval: {exc}", file=sys.stderr)
-        return 1
-    res = {"model": state["model_name"], "step": state["step"],
-           **evaluate(model, test, seed=args.seed, device=args.device)}
+    require_device(args.device)
+    ckpt = _resolve_ckpt(args.checkpoint)
+    model, state = load_run_model(ckpt, device=args.device)
+    test = _run_dataset(model, state, "test")
+    tc = state["train_config"]
+    # The run's own final evaluation drew from this seed (and used the EMA weights, which
+    # load_run_model swaps in): the same seed gives the same figure, bit for bit.
+    seed = eval_seed(tc["seed"], state["step"]) if args.seed is None else args.seed
+    res = {"model": state["model_name"], "step": state["step"], "seed": seed,
+           **evaluate(model, test, seed=seed, device=args.device)}
+    if args.sample_quality and state["data"]["name"] == "digits" and _is_image_run(model):
+        with no_grad():  # the run's own end-of-training draws: same seed, same number
+            _, quality = final_samples(model, test, "digits", seed=tc["seed"],
+                                       num_samples=tc.get("num_samples", 0), quality=True, device=args.device)
+        res.update(quality)
     print(json.dumps(res, indent=1))
     return 0
 

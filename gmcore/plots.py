@@ -53,8 +53,9 @@ def save_image_grid(images, path, nrow: int | None = None, scale: int = 4) -> No
     atomic_write_bytes(path, buf.getvalue())
 
 
-def save_loss_curve(records: list[dict], path, keys=("loss",), eval_key: str | None = "test_bits_per_dim") -> None:
-    """Plot training losses (``records``: the metrics log rows) against step into a PNG."""
+def save_loss_curve(records: list[dict], path, keys=("loss",), eval_key: str | None = "test_bits") -> None:
+    """Plot training losses (``records``: the metrics log rows) against step into a PNG, and the
+    test rows' ``eval_key`` (default: the test bits, labelled with their unit) on a second axis."""
     try:
         import matplotlib
 
@@ -70,11 +71,16 @@ def save_loss_curve(records: list[dict], path, keys=("loss",), eval_key: str | N
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if eval_key:
-        pts = [(r["step"], r[eval_key]) for r in records if r.get("split") == "test" and eval_key in r]
+        test = [r for r in records if r.get("split") == "test"]
+        # rows written before the generic key existed have only test_bits_per_dim
+        value = (lambda r: r.get("test_bits", r.get("test_bits_per_dim"))) if eval_key == "test_bits" \
+            else (lambda r: r.get(eval_key))
+        pts = [(r["step"], value(r)) for r in test if value(r) is not None]
         if pts:
+            label = f"test bits/{test[-1].get('unit', 'dim')}" if eval_key == "test_bits" else eval_key
             ax2 = ax.twinx()
-            ax2.plot(*zip(*pts), "o-", color="tab:red", label=f"test {eval_key}")
-            ax2.set_ylabel(eval_key)
+            ax2.plot(*zip(*pts), "o-", color="tab:red", label=label)
+            ax2.set_ylabel(label)
             ax2.legend(loc="upper center")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right")

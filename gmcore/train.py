@@ -2,31 +2,42 @@
 
 One run lives in one folder (``--out``, default ``runs/<model>``)::
 
-    config.json        both configs, the data set and the gmcore version
+    run.lock           held while a run trains in the folder (PID and host; see gmcore.runlock)
+    config.json        both configs, the data set and the gmcore version (written before step 1)
     metrics.jsonl      one JSON object per logged step (split "train") and evaluation ("test")
-    last.safetensors   the latest checkpoint (weights, optimizer, EMA) ...
-    last.json          ... and its sidecar (configs, step, scheduler, RNG and data-loader state)
+    last.safetensors   the latest checkpoint, one file: weights, optimizer, EMA, and in its header
+                       the configs, step, scheduler, RNG and data-loader state (see gmcore.io)
+    last.json          a readable copy of that header (loading does not need it)
     samples.png        a grid of samples;  loss_curve.png  the losses against step
     metrics.json       the final evaluation: test bits/dim, baseline, sample-quality figures
 
 Resuming (``--resume``) restores everything the next step depends on (weights, optimizer
-moments, scheduler, EMA, gmcore's RNG, the data loader's position), so on the CPU a resumed
-run reproduces the uninterrupted run's losses bit for bit. Evaluation draws from its own
-generator seeded by (seed, step): when and how often it runs never changes the training path.
-Ctrl-C saves a checkpoint and exits cleanly.
+moments, scheduler, EMA, gmcore's RNG, the data loader's position, the partial sums of the
+next metrics row), so on the CPU a resumed run reproduces the uninterrupted run's losses bit
+for bit. Evaluation draws from its own generator seeded by (seed, step): when and how often it
+runs never changes the training path.
+
+Stopping: the first Ctrl-C (or SIGTERM) lets the current step finish, saves the state of that
+completed step and returns ``{"interrupted": True}`` (the CLI exits 130); a second Ctrl-C quits
+at once (KeyboardInterrupt) and leaves the last complete checkpoint as it was. A checkpoint
+save is never cut short by either: the signals wait until the file is in place.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from . import configs, io, metrics
+from . import configs, io, metrics, run_checks
+from .runlock import RunLock, RunLockedError
 from .autograd import no_grad
 from .random import Generator, default_generator, manual_seed
 
@@ -53,8 +64,9 @@ class TrainConfig:
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, data order and sampling"})
     out: str = field(default="", metadata={"help": "run folder (default runs/<model>, or runs/<model>-N "
-                                                      "when that holds a run already)"})
-    resume: bool = field(default=False, metadata={"help": "continue the run in --out from last.json"})
+                                                      "when that holds a run or another run is using it)"})
+    resume: bool = field(default=False, metadata={"help": "continue the run in --out from its checkpoint "
+                                                          "(last.safetensors)"})
     log_every: int = field(default=25, metadata={"help": "steps between metrics.jsonl rows", "min": 1})
     eval_every: int = field(default=500, metadata={"help": "steps between test evaluations (0 = end only)",
                                                    "min": 0})
@@ -80,7 +92,7 @@ def _dataset_options(spec, model_cfg) -> dict:
 class Run:
     """Everything one training run holds; built fresh or from its folder's checkpoint."""
 
-    def __init__(self, model_name: str, tcfg: TrainConfig, mcfg=None):
+    def __init__(self, model_name: str, tcfg: TrainConfig, mcfg=None, out=None):
         from . import data as gdata
         from . import models, optim
         from .models.base import DataInfo
@@ -89,11 +101,16 @@ class Run:
         self.tcfg = tcfg
         self.mcfg = mcfg if mcfg is not None else self.spec.config_cls()
         self.dataset_name = tcfg.dataset or self.spec.dataset
-        self.out = Path(tcfg.out) if tcfg.out else _default_out(model_name, tcfg.resume)
+        # train() picks and locks the folder; without it, --out or runs/<model>
+        self.out = Path(out if out is not None else tcfg.out or Path("runs") / model_name)
         opts = _dataset_options(self.spec, self.mcfg)
         root = tcfg.data_root or None
-        self.train_set = gdata.get_dataset(self.dataset_name, "train", root=root, **opts)
-        self.test_set = gdata.get_dataset(self.dataset_name, "test", root=root, **opts)
+        try:
+            self.train_set = gdata.get_dataset(self.dataset_name, "train", root=root, **opts)
+            self.test_set = gdata.get_dataset(self.dataset_name, "test", root=root, **opts)
+        except TypeError as exc:  # the model's flags ask for a data option this data set lacks
+            raise ValueError(f"{model_name} with these flags needs the data option(s) {opts}, which "
+                             f"dataset {self.dataset_name!r} lacks ({exc})") from None
         self.info = DataInfo(shape=tuple(self.train_set.shape),
                              num_levels=int(getattr(self.train_set, "num_levels", 0) or 0),
                              name=self.dataset_name,
@@ -109,6 +126,7 @@ class Run:
                                        drop_last=len(self.train_set) > tcfg.batch_size,
                                        generator=tcfg.seed, device=tcfg.device)
         self.step = 0
+        self.log_acc: dict = {}   # sums of the losses since the last metrics row, and "_n"
 
     def _lr_factor(self, step: int) -> float:
         """Linear warm-up, then constant or cosine decay to zero at ``steps``."""
@@ -133,46 +151,84 @@ class Run:
             "ema": self.ema.state_dict() if self.ema else None,
             "rng": default_generator.get_state(),
             "loader": self.loader.state_dict(),
+            "log_acc": dict(self.log_acc),
         }
 
     def save(self) -> Path:
-        io.save_checkpoint(self.out / "last", self.state())
-        return self.out / "last.json"
+        """Write ``last.safetensors`` (and its readable copy ``last.json``); returns the former."""
+        return io.save_checkpoint(self.out / "last", self.state())[0]
 
     def restore(self) -> None:
+        """Load the folder's checkpoint after checking every field and tensor against this run
+        (CheckpointError naming the file and the field or tensor when one does not fit)."""
+        from . import models
+
+        file = self.out / "last.safetensors"
         state = io.load_checkpoint(self.out / "last", device=self.tcfg.device)
-        if state.get("model_name") != self.spec.name:
-            raise ValueError(f"{self.out}/last.json holds a {state.get('model_name')!r} run, not "
-                             f"{self.spec.name!r}")
+        run_checks.check_run_fields(state, file, known_models=models.names())
+        if state["model_name"] != self.spec.name:
+            raise ValueError(f"{file} holds a {state['model_name']!r} run, not {self.spec.name!r}")
         saved = state["model_config"]
         now = configs.to_dict(self.mcfg)
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if diff:
             raise ValueError(f"cannot resume {self.out}: model config differs from the checkpoint's in "
                              + ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in diff))
+        if self.ema is not None and state.get("ema") is None:
+            raise ValueError(f"cannot resume {self.out} with --ema: the checkpoint has no EMA state")
+        run_checks.check_run_tensors(state, file, self.model, self.optimizer, self.ema)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
-            if state.get("ema") is None:
-                raise ValueError(f"cannot resume {self.out} with --ema: the checkpoint has no EMA state")
             self.ema.load_state_dict(state["ema"])
         default_generator.set_state(state["rng"])
         self.loader.load_state_dict(state["loader"])
-        self.step = int(state["step"])
+        self.step = state["step"]
+        self.log_acc = dict(state.get("log_acc", {}))
 
 
-def _default_out(model_name: str, resume: bool) -> Path:
-    """``runs/<model>``; when that already holds a run and this is not a resume, the first free
-    ``runs/<model>-2``, ``-3``, ... (a finished run is never overwritten, and the command that
-    started it still works when typed again)."""
+def _holds_run(folder: Path) -> str:
+    """The file that makes ``folder`` a run's (config.json, written before the first step, or a
+    checkpoint), or '' when it holds none."""
+    for name in ("config.json", "last.safetensors", "last.json"):
+        if (folder / name).exists():
+            return name
+    return ""
+
+
+def _claim_out(model_name: str, tcfg: TrainConfig, log) -> tuple[Path, RunLock]:
+    """The run folder, locked for this process: ``--out`` (or ``runs/<model>`` on --resume), which
+    must hold no run unless resuming; otherwise the first free default folder."""
+    if not tcfg.out and not tcfg.resume:
+        return _default_out(model_name, log)
+    out = Path(tcfg.out) if tcfg.out else Path("runs") / model_name
+    lock = RunLock(out, log=log).acquire()    # RunLockedError names the folder and the holder
+    held = _holds_run(out)
+    if held and not tcfg.resume:
+        lock.release()
+        raise FileExistsError(f"{out} already holds a run ({held}); pass --resume to continue it or "
+                              "--out to start a new one")
+    return out, lock
+
+
+def _default_out(model_name: str, log=print) -> tuple[Path, RunLock]:
+    """``runs/<model>``, or when that holds a run or another run has it locked, the first free of
+    ``runs/<model>-2``, ``-3``, ... (a run is never overwritten, and the command that started it
+    still works when typed again); returned locked. The check is repeated under the lock, so two
+    runs started together get two folders."""
     base = Path("runs") / model_name
-    if resume or not (base / "last.json").exists():
-        return base
-    n = 2
-    while (base.parent / f"{model_name}-{n}" / "last.json").exists():
-        n += 1
-    return base.parent / f"{model_name}-{n}"
+    for n in itertools.count(1):
+        out = base if n == 1 else base.with_name(f"{model_name}-{n}")
+        if _holds_run(out):
+            continue
+        try:
+            lock = RunLock(out, log=log).acquire()
+        except RunLockedError:
+            continue
+        if not _holds_run(out):
+            return out, lock
+        lock.release()
 
 
 def _batches(loader):
@@ -193,8 +249,33 @@ def _read_log(path: Path) -> list[dict]:
     return rows
 
 
+# What one "dimension" of a data set is, by its registry kind (text: a character, audio: a sample);
+# images and points are quoted per dimension.
+_UNIT_OF_KIND = {"text": "char", "audio": "sample"}
+
+
+def bits_unit(dataset_name: str) -> str:
+    """``"dim"``, ``"char"`` or ``"sample"``: what a data set's bits are quoted per.
+
+    >>> bits_unit("digits"), bits_unit("text"), bits_unit("audio")
+    ('dim', 'char', 'sample')
+    """
+    from .data import DATASETS
+
+    info = DATASETS.get(dataset_name)
+    return _UNIT_OF_KIND.get(info.kind, "dim") if info is not None else "dim"
+
+
+def eval_seed(seed: int, step: int) -> int:
+    """The seed of a run's evaluation at ``step`` (its own stream: when and how often evaluation
+    runs never changes the training path); ``gmcore eval`` uses it to reproduce the figure."""
+    return seed * 1_000_003 + step
+
+
 def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu") -> dict:
-    """Test NLL of ``model`` on ``dataset`` in nats/example and bits/dim (the model's ``nll``)."""
+    """Test NLL of ``model`` on ``dataset`` (the model's ``nll``) in nats per example and in bits
+    per dimension, character or sample: ``test_bits`` with its ``unit`` ("dim", "char",
+    "sample"), and the same figure under its own name (``test_bits_per_dim``, ...)."""
     from .data import DataLoader
 
     gen = Generator(device=device).manual_seed(seed)
@@ -208,29 +289,89 @@ def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu")
             count += nll.shape[0]
     model.train(was_training)
     nats = total / max(count, 1)
-    dims = model.data.dims
-    return {"test_nll_nats": nats, "test_bits_per_dim": metrics.bits_per_dim(nats, dims),
+    bits = metrics.bits_per_dim(nats, model.data.dims)
+    unit = bits_unit(model.data.name or getattr(dataset, "name", ""))
+    return {"test_nll_nats": nats, f"test_bits_per_{unit}": bits, "test_bits": bits, "unit": unit,
             "nll_kind": model.nll_kind}
 
 
+class _StopSignals:
+    """While training: the first SIGINT/SIGTERM asks the loop to stop after the current step;
+    a second one raises KeyboardInterrupt at once. Handlers can only be set in the main thread;
+    elsewhere nothing is installed and the loop's ``except KeyboardInterrupt`` does the work."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None      # the first signal received
+        self.hard = False       # a second one came: quit without saving
+        self._previous = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+            return
+        self.hard = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                old = signal.getsignal(s)
+                if old is None or old == signal.SIG_IGN:   # set outside Python, or meant to be ignored
+                    continue
+                self._previous[s] = old
+                signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._previous.items():
+            signal.signal(s, old)
+        self._previous = {}
+
+
 def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
-    """Train ``model_name`` as configured; returns the final metrics (also in metrics.json)."""
-    run = Run(model_name, tcfg, mcfg)
-    out = run.out
+    """Train ``model_name`` as configured; returns the final metrics (also in metrics.json), or
+    ``{"interrupted": True, "step": N}`` after a Ctrl-C (the checkpoint of step N is saved).
+
+    The run folder is locked while this runs: another run on it raises
+    :class:`gmcore.runlock.RunLockedError` naming the holder's PID and host.
+    """
+    out, lock = _claim_out(model_name, tcfg, log)
+    try:
+        return _train_in(out, model_name, tcfg, mcfg, log)
+    finally:
+        lock.release()
+
+
+def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log) -> dict:
+    removed = io.remove_temp_files(out)    # safe: the folder is locked, no one else writes there
+    if removed:
+        log(f"removed {len(removed)} temporary file(s) left by an interrupted save: "
+            + ", ".join(p.name for p in removed))
+    run = Run(model_name, tcfg, mcfg, out=out)
     log(f"run folder: {out}")
-    ckpt_json = out / "last.json"
-    if tcfg.resume:
+    if tcfg.resume and ((out / "last.safetensors").exists() or (out / "last.json").exists()):
         run.restore()
+        if run.step >= tcfg.steps and (run.step > tcfg.steps or (out / "metrics.json").exists()):
+            # nothing to train: a re-evaluation would only append a duplicate test row
+            raise ValueError(f"{out} is already at step {run.step}: use a larger --steps to continue it "
+                             f"(--steps {tcfg.steps} asks for no more; gmcore eval {out} evaluates it)")
         log(f"resumed {out} at step {run.step}")
-    elif ckpt_json.exists():
-        raise FileExistsError(f"{out} already holds a run (last.json); pass --resume to continue it or "
-                              "--out to start a new one")
-    elif hasattr(run.model, "prepare"):
-        run.model.prepare(run.train_set)  # e.g. PPCA's closed-form fit
+    elif tcfg.resume and not (out / "config.json").exists():
+        raise FileNotFoundError(f"nothing to resume in {out}: it holds no run (no last.safetensors)")
+    else:
+        if tcfg.resume:
+            log(f"{out} holds no checkpoint yet (its run stopped before the first): starting at step 0")
+        if hasattr(run.model, "prepare"):
+            run.model.prepare(run.train_set)  # e.g. PPCA's closed-form fit
     if not getattr(run.model, "trainable", True):
         log(f"{model_name}: fitted in closed form; no optimizer steps")
         run.step = tcfg.steps
-    out.mkdir(parents=True, exist_ok=True)
     io.atomic_write_text(out / "config.json", json.dumps({
         "model": model_name, "train": configs.to_dict(tcfg), "model_config": configs.to_dict(run.mcfg),
         "data": run.dataset_name, "gmcore": _version(), "python": platform.python_version()}, indent=1))
@@ -238,82 +379,117 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
     # Keep only the rows up to the checkpoint: later ones belong to steps that will be redone.
     rows = [r for r in _read_log(log_path) if r.get("step", 0) <= run.step] if tcfg.resume else []
     io.atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
-    logf = open(log_path, "a", encoding="utf-8")
+    with open(log_path, "a", encoding="utf-8") as logf:
+        def write_row(row):
+            rows.append(row)
+            logf.write(json.dumps(row) + "\n")
+            logf.flush()
 
-    def write_row(row):
-        rows.append(row)
-        logf.write(json.dumps(row) + "\n")
-        logf.flush()
-
-    def run_eval():
-        ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
-        with ctx:
-            res = evaluate(run.model, run.test_set, seed=tcfg.seed * 1_000_003 + run.step, device=tcfg.device)
-        write_row({"step": run.step, "split": "test", **res})
-        return res
-
-    bar = _progress(tcfg, run.step)
-    batches = _batches(run.loader)
-    model, opt = run.model, run.optimizer
-    model.train()
-    interrupted = False
-    t0, acc = time.perf_counter(), {}
-    try:
-        while run.step < tcfg.steps:
-            batch = next(batches)
-            loss, logs = model.loss(batch)
-            loss_value = loss.item()  # one device sync per step, reused below
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {run.step}; lower --lr or "
-                                         "enable --grad-clip")
-            opt.zero_grad()
-            loss.backward()
-            if tcfg.grad_clip:
-                from .nn.utils import clip_grad_norm_
-                clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            opt.step()
-            run.scheduler.step()
-            if run.ema:
-                run.ema.update()
-            run.step += 1
-            for k, v in {"loss": loss_value, **logs}.items():
-                acc[k] = acc.get(k, 0.0) + float(v)
-            acc["_n"] = acc.get("_n", 0) + 1
-            if run.step % tcfg.log_every == 0 or run.step == tcfg.steps:
-                n = acc.pop("_n")
-                row = {"step": run.step, "split": "train", "lr": run.scheduler.get_last_lr()[0],
-                       **{k: v / n for k, v in acc.items()},
-                       "sec_per_step": (time.perf_counter() - t0) / n}
-                write_row(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{row['loss']:.4g}")
-                acc, t0 = {}, time.perf_counter()
-            if bar is not None:
-                bar.update(1)
-            if tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
-                res = run_eval()
-                log(f"step {run.step}: test {res['test_bits_per_dim']:.4f} bits/dim ({res['nll_kind']})")
-            if tcfg.ckpt_every and run.step % tcfg.ckpt_every == 0:
-                run.save()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        if bar is not None:
-            bar.close()
-    if interrupted:
-        path = run.save()
-        logf.close()
-        log(f"interrupted at step {run.step}: checkpoint saved to {path}; continue with --resume")
-        return {"interrupted": True, "step": run.step}
-    run.save()
-    final = run_eval()
-    logf.close()
+        stopped = _loop(run, write_row, log)
+        if stopped is not None:
+            return stopped
+        final = _run_eval(run, write_row)
     result = {"model": model_name, "dataset": run.dataset_name, "step": run.step, **final}
     result.update(_baseline(run))
     result.update(_pictures(run, rows))
     io.atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
     log(json.dumps(result, indent=1))
     return result
+
+
+def _run_eval(run, write_row) -> dict:
+    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
+    with ctx:
+        res = evaluate(run.model, run.test_set, seed=eval_seed(run.tcfg.seed, run.step),
+                       device=run.tcfg.device)
+    write_row({"step": run.step, "split": "test", **res})
+    return res
+
+
+def _loop(run, write_row, log) -> dict | None:
+    """The optimizer steps up to ``steps`` and the checkpoint after them; returns
+    ``{"interrupted": True, "step": N}`` when stopped early (the state of step N saved), else None.
+
+    Whatever stops it, the saved state is that of a completed step: a first Ctrl-C is noted and
+    acted on between steps; a KeyboardInterrupt raised inside a step (a second Ctrl-C, or any
+    KeyboardInterrupt when train() runs outside the main thread) before the optimizer update
+    rewinds the data loader and RNG to the step's start and saves; one inside the update saves
+    nothing (the model is half-updated) and propagates, like a second Ctrl-C.
+    """
+    tcfg = run.tcfg
+    bar = _progress(tcfg, run.step)
+    batches = _batches(run.loader)
+    model, opt = run.model, run.optimizer
+    model.train()
+    phase, snapshot, interrupted = "between", None, False
+    t0 = time.perf_counter()
+    with _StopSignals() as stop:
+        try:
+            while run.step < tcfg.steps and not stop.requested:
+                # What this step consumes; put back if it is interrupted before its update.
+                snapshot = (run.loader.state_dict(), default_generator.get_state())
+                phase = "draw"
+                batch = next(batches)
+                loss, logs = model.loss(batch)
+                loss_value = loss.item()  # one device sync per step, reused below
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(f"loss became {loss_value} at step {run.step}; lower --lr "
+                                             "or enable --grad-clip")
+                opt.zero_grad()
+                loss.backward()
+                if tcfg.grad_clip:
+                    from .nn.utils import clip_grad_norm_
+                    clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+                phase = "update"
+                opt.step()
+                run.scheduler.step()
+                if run.ema:
+                    run.ema.update()
+                acc = run.log_acc
+                for k, v in {"loss": loss_value, **logs}.items():
+                    acc[k] = acc.get(k, 0.0) + float(v)
+                acc["_n"] = acc.get("_n", 0) + 1
+                run.step += 1
+                phase = "between"
+                if run.step % tcfg.log_every == 0 or run.step == tcfg.steps:
+                    n = acc.pop("_n")
+                    row = {"step": run.step, "split": "train", "lr": run.scheduler.get_last_lr()[0],
+                           **{k: v / n for k, v in acc.items()},
+                           "sec_per_step": (time.perf_counter() - t0) / n}
+                    write_row(row)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.4g}")
+                    run.log_acc, t0 = {}, time.perf_counter()
+                if bar is not None:
+                    bar.update(1)
+                if stop.requested:
+                    break
+                if tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
+                    res = _run_eval(run, write_row)
+                    log(f"step {run.step}: test {res['test_bits']:.4f} bits/{res['unit']} ({res['nll_kind']})")
+                if tcfg.ckpt_every and run.step % tcfg.ckpt_every == 0:
+                    run.save()
+        except KeyboardInterrupt:
+            if stop.hard or phase == "update":
+                log(f"quit during step {run.step + 1} without saving; {run.out} keeps its last "
+                    "complete checkpoint")
+                raise
+            if phase == "draw":
+                run.loader.load_state_dict(snapshot[0])
+                default_generator.set_state(snapshot[1])
+            interrupted = True
+        finally:
+            if bar is not None:
+                bar.close()
+        if stop.requested and not interrupted:
+            interrupted = True
+            log(f"{signal.Signals(stop.signum).name}: stopping after step {run.step}; saving its "
+                "checkpoint (Ctrl-C again quits without saving)")
+        path = run.save()   # SIGINT/SIGTERM wait until the file is in place
+    if interrupted or stop.requested:
+        log(f"interrupted at step {run.step}: checkpoint saved to {path}; continue with --resume")
+        return {"interrupted": True, "step": run.step}
+    return None
 
 
 def _baseline(run) -> dict:
@@ -352,16 +528,36 @@ def _pictures(run, rows) -> dict:
         return res
     if len(run.info.shape) != 3 or not (tcfg.num_samples or tcfg.sample_quality):
         return res
-    quality = tcfg.sample_quality and run.dataset_name == "digits"
-    n = max(tcfg.num_samples, QUALITY_SAMPLES if quality else 0)
     with _sampling(run):
-        samples = run.model.sample(n, generator=gen)
+        samples, quality = final_samples(run.model, run.test_set, run.dataset_name, tcfg.seed,
+                                         tcfg.num_samples, tcfg.sample_quality, tcfg.device)
     if tcfg.num_samples:
         save_image_grid(samples[:tcfg.num_samples], out / "samples.png")
-    if quality:
-        from . import feature_metrics
-        res.update(feature_metrics.sample_quality(samples, run.test_set))
+    res.update(quality)
     return res
+
+
+def final_samples(model, test_set, dataset_name: str, seed: int, num_samples: int, quality: bool,
+                  device="cpu") -> tuple:
+    """(samples, quality figures) as a run draws them at its end: ``num_samples`` for the grid,
+    at least QUALITY_SAMPLES when ``quality`` is asked and the data are digits (digits-FID,
+    KID, precision/recall against ``test_set``), all from ``Generator(seed)``. ``gmcore eval``
+    calls it with the run's settings and so reproduces metrics.json. The caller chooses the
+    weights (EMA), eval mode and no_grad."""
+    quality = quality and dataset_name == "digits"
+    n = max(num_samples, QUALITY_SAMPLES if quality else 0)
+    if n == 0:
+        return None, {}
+    samples = model.sample(n, generator=Generator(device=device).manual_seed(seed))
+    if not quality:
+        return samples, {}
+    from . import feature_metrics
+    from .autograd import enable_grad
+
+    # The feature classifier trains on first use (a cache miss): autograd must be on even though
+    # callers draw the samples under no_grad.
+    with enable_grad():
+        return samples, feature_metrics.sample_quality(samples, test_set)
 
 
 def load_run_model(path, device="cpu"):
@@ -374,20 +570,39 @@ def load_run_model(path, device="cpu"):
     state = io.load_checkpoint(path, device=device)
     if state.get("kind") != "gmcore-run":
         raise ValueError(f"{path} is not a gmcore training checkpoint")
-    spec = models.get(state["model_name"])
+    try:
+        spec = models.get(state["model_name"])
+    except KeyError as exc:  # a run of a model this gmcore lacks (renamed, or a newer version)
+        raise io.CheckpointError(f"{path}: {exc.args[0]}") from None
+    file = io._paths(path)[0]
+    run_checks.check_run_fields(state, file)   # every field's form, before anything reads it
     mcfg = cf.from_mapping(spec.config_cls, state["model_config"], source=str(path))
     d = state["data"]
     model = spec.cls(mcfg, DataInfo(shape=tuple(d["shape"]), num_levels=d["num_levels"], name=d["name"],
                                     num_classes=d.get("num_classes", 0)))
-    model.load_state_dict(state["model"])
-    model.to(device)
+    ema = None
     if state.get("ema"):
         from .optim import EMA
-        ema = EMA(model, decay=state["train_config"]["ema"] or 0.999)
+        ema = EMA(model, decay=state["train_config"].get("ema") or 0.999)
+    # dtype, shape and finiteness of every tensor against the model's own (no silent casts)
+    run_checks.check_run_tensors(state, file, model, ema=ema)
+    load_weights(model, state["model"], path)
+    model.to(device)
+    if ema is not None:
         ema.load_state_dict(state["ema"])
         ema.copy_to(model)
     model.eval()
     return model, state
+
+
+def load_weights(model, state_dict, path) -> None:
+    """``model.load_state_dict`` whose failure (a tensor of the wrong shape, a missing key)
+    names the checkpoint it came from."""
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise io.CheckpointError(f"{path}: its weights do not fit the {type(model).__name__} model: "
+                                 + " ".join(str(exc).split())) from exc
 
 
 def _progress(tcfg, start):

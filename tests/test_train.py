@@ -82,30 +82,75 @@ def test_resume_reproduces_losses_bit_for_bit(tmp_path, monkeypatch):
     assert test_rows == [15, 30, 40]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path, monkeypatch):
-    name, tcfg, mcfg = _cfg(tmp_path, "--steps", "30", "--log-every", "1", "--eval-every", "0",
-                            "--ckpt-every", "0")
+def _rows_no_clock(run_dir):
+    return [{k: v for k, v in r.items() if k != "sec_per_step"} for r in _rows(run_dir)]
+
+
+def _interrupt_at_loss_call(monkeypatch, n):
     from gmcore.models.latent import VAE
 
-    calls = {"n": 0}
-    real_loss = VAE.loss
+    calls, real_loss = {"n": 0}, VAE.loss
 
     def flaky(self, batch):
         calls["n"] += 1
-        if calls["n"] == 13:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return real_loss(self, batch)
 
     monkeypatch.setattr(VAE, "loss", flaky)
-    res = train.train(name, tcfg, mcfg, log=lambda *a: None)
+    return lambda: monkeypatch.setattr(VAE, "loss", real_loss)
+
+
+# rows every 4 steps: the partial sums of the next row are part of the checkpoint
+CTRL_C_FLAGS = ("--steps", "30", "--log-every", "4", "--eval-every", "0", "--ckpt-every", "0")
+
+
+@pytest.mark.parametrize("in_thread", [False, True])
+def test_ctrl_c_saves_the_last_completed_step_and_resume_is_exact(tmp_path, monkeypatch, in_thread):
+    # A KeyboardInterrupt inside step 13, before its update: the checkpoint is that of step 12,
+    # the data loader and RNG rewound to before step 13's batch. Outside the main thread no
+    # signal handler can be set, and this path is the only one.
+    name, tcfg, mcfg = parse_train_args("vae", ["--out", str(tmp_path / "ref"), *FAST, *SMALL_VAE, *CTRL_C_FLAGS])
+    train.train(name, tcfg, mcfg, log=lambda *a: None)
+    name, tcfg, mcfg = _cfg(tmp_path, *CTRL_C_FLAGS)
+    undo = _interrupt_at_loss_call(monkeypatch, 13)
+    if in_thread:
+        import threading
+
+        box = {}
+        t = threading.Thread(target=lambda: box.update(res=train.train(name, tcfg, mcfg, log=lambda *a: None)))
+        t.start()
+        t.join()
+        res = box["res"]
+    else:
+        res = train.train(name, tcfg, mcfg, log=lambda *a: None)
     assert res == {"interrupted": True, "step": 12}
-    state = gm.io.load_checkpoint(tmp_path / "run" / "last")
-    assert state["step"] == 12
-    monkeypatch.setattr(VAE, "loss", real_loss)
+    assert gm.io.load_checkpoint(tmp_path / "run" / "last")["step"] == 12
+    undo()
     tcfg.resume = True
-    res = train.train(name, tcfg, mcfg, log=lambda *a: None)
-    assert res["step"] == 30
-    assert [r["step"] for r in _rows(tmp_path / "run") if r["split"] == "train"] == list(range(1, 31))
+    assert train.train(name, tcfg, mcfg, log=lambda *a: None)["step"] == 30
+    got, ref = _rows_no_clock(tmp_path / "run"), _rows_no_clock(tmp_path / "ref")
+    assert [r["step"] for r in got if r["split"] == "train"] == [4, 8, 12, 16, 20, 24, 28, 30]
+    assert got == ref
+
+
+def test_ctrl_c_inside_the_optimizer_update_saves_nothing(tmp_path, monkeypatch):
+    from gmcore import optim
+
+    calls, real_step = {"n": 0}, optim.Adam.step
+
+    def step(self, *a, **k):
+        calls["n"] += 1
+        real_step(self, *a, **k)      # the parameters have changed ...
+        if calls["n"] == 13:
+            raise KeyboardInterrupt   # ... but the step is not done (scheduler, EMA, counters)
+
+    monkeypatch.setattr(optim.Adam, "step", step)
+    name, tcfg, mcfg = _cfg(tmp_path, "--steps", "30", "--eval-every", "0", "--ckpt-every", "5")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(name, tcfg, mcfg, log=lambda *a: None)
+    assert gm.io.load_checkpoint(tmp_path / "run" / "last")["step"] == 10   # the last complete one
+    assert not (tmp_path / "run" / "run.lock").exists()
 
 
 def test_existing_run_is_never_overwritten(tmp_path):

@@ -170,8 +170,9 @@ def test_cli_trains_end_to_end(tmp_path, model, flags):
     run = tmp_path / "run"
     final = json.loads((run / "metrics.json").read_text())
     assert final["dataset"] == "text" and final["step"] == 6
-    assert final["test_bits_per_dim"] == res["test_bits_per_dim"]
+    assert final["test_bits_per_char"] == res["test_bits_per_char"] == final["test_bits"]
+    assert final["unit"] == "char" and "test_bits_per_dim" not in final
     vocab = CharText(path=src, seq_len=16).vocab_size
-    assert 0 < final["test_bits_per_dim"] < 1.5 * math.log2(vocab)
+    assert 0 < final["test_bits_per_char"] < 1.5 * math.log2(vocab)
     assert final["samples_file"] == "samples.txt"
     assert len((run / "samples.txt").read_text("utf-8")) >= 80

@@ -181,7 +181,8 @@ def test_trains_end_to_end(tmp_path):
     mc = WaveNet.Config(residual_channels=4, gate_channels=4, skip_channels=4, head_channels=8,
                         layers=2, stacks=1, clip_length=200, samples=1, sample_length=50)
     res = train("wavenet", tc, mc, log=lambda *a: None)
-    assert np.isfinite(res["test_bits_per_dim"]) and res["samples_file"] == "samples.wav"
+    assert np.isfinite(res["test_bits_per_sample"]) and res["samples_file"] == "samples.wav"
+    assert res["unit"] == "sample" and res["test_bits"] == res["test_bits_per_sample"]
     assert (tmp_path / "run" / "samples.wav").exists()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["step"] == 3
 
