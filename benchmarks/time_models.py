@@ -44,11 +44,26 @@ ROWS = [
     ("trigram-mlp", []),
     ("wavenet", []),
     ("wavenet", ["--output", "dlml"]),
+    ("vae", ["--posterior-flow", "iaf"]),
+    ("vae", ["--posterior-flow", "planar"]),
+    ("vae", ["--posterior-flow", "radial"]),
+    ("linear-flow", []),
+    ("nice", []),
+    ("realnvp", []),
+    ("glow", []),
+    ("maf", []),
+    ("nsf", []),
+    ("nsf", ["--variant", "autoregressive"]),
+    ("planar-flow", []),
+    ("radial-flow", []),
 ]
 
 
 def _figure(metrics: dict) -> tuple[float | None, str]:
-    """(value, unit) of the run's quoted figure: the generic key when present."""
+    """(value, unit) of the run's quoted figure: the generic key when present; continuous 2-D
+    densities quote nats per point."""
+    if metrics.get("unit") == "nats":
+        return metrics["test_nll_nats"], "nats"
     if "test_bits" in metrics:
         return metrics["test_bits"], f"bits/{metrics.get('unit', 'dim')}"
     for key, unit in (("test_bits_per_char", "bits/char"), ("test_bits_per_sample", "bits/sample"),
@@ -93,10 +108,13 @@ def markdown(rows: list[dict], machine: str) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=None, metavar="MODEL", help="rows of these models only")
+    p.add_argument("--flags", nargs="*", default=None, metavar="FLAG",
+                   help="with --only: rows whose flags include all of these (e.g. --flags --posterior-flow)")
     p.add_argument("--steps", type=int, default=None, help="override the step count (smoke runs)")
     p.add_argument("--no-save", action="store_true", help="print, don't write benchmarks/results/")
     args = p.parse_args(argv)
-    rows = [r for r in ROWS if not args.only or r[0] in args.only]
+    rows = [r for r in ROWS if (not args.only or r[0] in args.only)
+            and all(f in r[1] for f in (args.flags or []))]
     machine = f"{platform.machine()}-{os.cpu_count()}cpu"
     work = Path(tempfile.mkdtemp(prefix="gmcore-time-models-"))
     results = []
@@ -112,7 +130,7 @@ def main(argv=None) -> int:
     if not args.no_save:
         from gmcore.io import atomic_write_text
 
-        stem = RESULTS / f"models_{machine}"
+        stem = RESULTS / (f"models_{machine}" + ("" if args.only is None else "_" + "_".join(args.only)))
         atomic_write_text(stem.with_suffix(".json"), json.dumps(
             {"machine": machine, "python": platform.python_version(), "rows": results}, indent=1))
         atomic_write_text(stem.with_suffix(".md"), table)

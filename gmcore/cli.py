@@ -71,16 +71,20 @@ class Command:
     help: str
     run: Callable[[argparse.Namespace], int | None]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    # a command whose flags depend on its input (``gmcore sample RUN`` takes the run's model's
+    # sampling options) gets the flags argparse does not know in ``args.extra`` and prints its
+    # own --help
+    extra_flags: bool = False
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, add_arguments=None):
+def command(name: str, help: str, add_arguments=None, extra_flags: bool = False):
     """Decorator registering ``run(args) -> exit code`` as subcommand ``name``."""
 
     def deco(run):
-        COMMANDS[name] = Command(name, help, run, add_arguments)
+        COMMANDS[name] = Command(name, help, run, add_arguments, extra_flags)
         return run
 
     return deco
@@ -225,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="gmcore", description="gmcore: autodiff tensor engine with hand-written kernels")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS.values():
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, add_help=not cmd.extra_flags)
         if cmd.add_arguments is not None:
             cmd.add_arguments(p)
     return parser
@@ -235,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; bad input and unusable environments end in one line on stderr
     (``gmcore <command>: <message>``) and a non-zero status, never a traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not (args.command and COMMANDS[args.command].extra_flags):
+        parser.parse_args(argv)  # the usual error naming the unrecognized flags
+    args.extra = extra
     if args.command is None:
         parser.print_help()
         return 2

@@ -102,7 +102,10 @@ def _ckpt_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
-    _ckpt_arguments(p)
+    p.add_argument("checkpoint", nargs="?", help="a run: RUN_DIR, or its checkpoint RUN_DIR/last[.safetensors]")
+    p.add_argument("-h", "--help", action="store_true",
+                   help="show this help, with the run's model's sampling options when RUN is given")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--out", default="",
@@ -140,23 +143,68 @@ def _is_image_run(model) -> bool:
     return len(model.data.shape) == 3
 
 
+def _sample_parser(model_cls=None) -> argparse.ArgumentParser:
+    """The full ``gmcore sample`` parser: the common flags, plus the sampling options that
+    ``model_cls`` declares (its ``SampleOptions`` dataclass) when a run is named."""
+    from .cli import ArgumentParser
+    from .configs import add_dataclass_flags
+
+    name = getattr(model_cls, "model_name", "")
+    p = ArgumentParser(prog="gmcore sample", add_help=False,
+                       description="draw samples from a trained model (a PNG grid, the model's own "
+                                   "format, or .npy)")
+    _sample_arguments(p)
+    options = getattr(model_cls, "SampleOptions", None)
+    if options is not None:
+        add_dataclass_flags(p, options, f"sampling options of {name}")
+    return p
+
+
+def _sample_options(model, extra: list[str]) -> dict:
+    """The model's sampling options from the flags argparse left over; an unknown flag is an
+    error naming the options the model takes."""
+    import dataclasses
+
+    from .configs import from_namespace
+
+    options = getattr(type(model), "SampleOptions", None)
+    if options is None:
+        if extra:
+            raise CLIError(f"unrecognized arguments: {' '.join(extra)} ({model.model_name} has no "
+                           "sampling options)", status=2)
+        return {}
+    p = _sample_parser(type(model))
+    ns, unknown = p.parse_known_args(extra)
+    if unknown:
+        known = ", ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(options))
+        raise CLIError(f"unrecognized arguments: {' '.join(unknown)} ({model.model_name} takes {known})",
+                       status=2)
+    return dataclasses.asdict(from_namespace(options, ns))
+
+
 @command("sample", help="draw samples from a trained model (a PNG grid, the model's own format, or .npy)",
-         add_arguments=_sample_arguments)
+         add_arguments=_sample_arguments, extra_flags=True)
 def _sample(args: argparse.Namespace) -> int:
     from .autograd import no_grad
     from .plots import save_image_grid
     from .random import Generator
     from .train import load_run_model
 
+    if args.help:
+        _sample_parser(_run_model_class(args.checkpoint) if args.checkpoint else None).print_help()
+        return 0
+    if not args.checkpoint:
+        _sample_parser().error("the following arguments are required: checkpoint")
     if args.n < 1:
         raise CLIError("--n must be positive", status=2)
     require_device(args.device)
     ckpt = _resolve_ckpt(args.checkpoint)
     model, state = load_run_model(ckpt, device=args.device)
+    options = _sample_options(model, getattr(args, "extra", []))
     gen = Generator(device=args.device).manual_seed(args.seed)
     if args.out.endswith(".npy"):
         with no_grad():
-            samples = model.sample(args.n, generator=gen, **_sequence_length(model))
+            samples = model.sample(args.n, generator=gen, **_sequence_length(model), **options)
         _save_npy(samples, args.out)
         print(args.out)
         return 0
@@ -166,11 +214,29 @@ def _sample(args: argparse.Namespace) -> int:
         raise CLIError(f"--out {args.out}: an image run writes FILE.png (a grid) or FILE.npy (the array)",
                        status=2)
     with no_grad():
-        samples = model.sample(args.n, generator=gen)
+        samples = model.sample(args.n, generator=gen, **options)
     out = args.out or str(ckpt.parent / f"samples_{args.seed}.png")
-    save_image_grid(samples, out)
+    if samples.ndim == 2 and samples.shape[1] == 2:   # 2-D points (moons ...): a scatter
+        from .plots import save_scatter
+        save_scatter(samples, out, title=f"{state['model_name']}: {args.n} samples")
+    else:
+        save_image_grid(samples, out)
     print(out)
     return 0
+
+
+def _run_model_class(path: str):
+    """The model class of the run at ``path`` (for its --help), or None when it can't be read."""
+    import json
+
+    from . import models
+
+    p = Path(path)
+    config = (p if p.is_dir() else p.parent) / "config.json"
+    try:
+        return models.get(json.loads(config.read_text("utf-8"))["model"]).cls
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _sequence_length(model) -> dict:

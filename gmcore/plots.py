@@ -1,6 +1,6 @@
-"""Pictures of a run: sample grids (Pillow) and loss curves (matplotlib, Agg backend).
+"""Pictures of a run: sample grids (Pillow), loss curves, 2-D scatters and density maps (matplotlib, Agg).
 
-Both write atomically (render to memory, then :func:`gmcore.io.atomic_write_bytes`). Pillow and
+Each writes atomically (render to memory, then :func:`gmcore.io.atomic_write_bytes`). Pillow and
 matplotlib are imported on call: they are the ``train`` extra, not engine dependencies.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 from .io import atomic_write_bytes
 from .tensor import Tensor
 
-__all__ = ["image_grid", "save_image_grid", "save_loss_curve"]
+__all__ = ["image_grid", "save_image_grid", "save_loss_curve", "save_scatter", "save_density_map"]
 
 
 def image_grid(images, nrow: int | None = None, padding: int = 1, pad_value: float = 1.0) -> np.ndarray:
@@ -77,7 +77,8 @@ def save_loss_curve(records: list[dict], path, keys=("loss",), eval_key: str | N
             else (lambda r: r.get(eval_key))
         pts = [(r["step"], value(r)) for r in test if value(r) is not None]
         if pts:
-            label = f"test bits/{test[-1].get('unit', 'dim')}" if eval_key == "test_bits" else eval_key
+            label = f"test bits/{test[-1].get('unit', 'dim')}" if eval_key == "test_bits" else \
+                {"test_nll_nats": "test NLL (nats)"}.get(eval_key, eval_key)
             ax2 = ax.twinx()
             ax2.plot(*zip(*pts), "o-", color="tab:red", label=label)
             ax2.set_ylabel(label)
@@ -90,3 +91,62 @@ def save_loss_curve(records: list[dict], path, keys=("loss",), eval_key: str | N
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _figure_png(fig, plt, path) -> None:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plotting needs matplotlib: pip install 'gmcore[train]'") from exc
+    return plt
+
+
+def save_scatter(points, path, data=None, bounds=None, title: str = "") -> None:
+    """A PNG scatter of 2-D ``points`` (N, 2) (samples), over ``data`` (M, 2) in grey when given;
+    ``bounds`` = (xmin, xmax, ymin, ymax) fixes the axes."""
+    if isinstance(points, Tensor):
+        points = points.detach().cpu().numpy()
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"save_scatter: points must be (N, 2), got shape {points.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    if data is not None:
+        data = np.asarray(data, dtype=np.float64)
+        ax.scatter(data[:, 0], data[:, 1], s=3, c="0.7", label="data")
+    ax.scatter(points[:, 0], points[:, 1], s=3, c="tab:blue", label="samples")
+    if bounds is not None:
+        ax.set_xlim(bounds[0], bounds[1])
+        ax.set_ylim(bounds[2], bounds[3])
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", markerscale=3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _figure_png(fig, plt, path)
+
+
+def save_density_map(density, bounds, path, title: str = "") -> None:
+    """A PNG heat map of ``density`` (ny, nx) on the box ``bounds`` = (xmin, xmax, ymin, ymax),
+    row 0 at the bottom."""
+    density = np.asarray(density, dtype=np.float64)
+    if density.ndim != 2:
+        raise ValueError(f"save_density_map: density must be 2-D (ny, nx), got shape {density.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    im = ax.imshow(density, origin="lower", extent=tuple(bounds), cmap="viridis", aspect="equal")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _figure_png(fig, plt, path)

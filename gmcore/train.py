@@ -60,7 +60,9 @@ class TrainConfig:
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay", "min": 0.0})
     grad_clip: float = field(default=0.0, metadata={"help": "clip the gradient norm (0 = off)", "min": 0.0})
     ema: float = field(default=0.0, metadata={"help": "EMA decay of the weights used for evaluation "
-                                                      "and sampling (0 = off, e.g. 0.999)", "min": 0.0})
+                                                      "and sampling (0 = off, e.g. 0.999), warmed up "
+                                                      "as min(decay, (1+n)/(10+n)) at update n",
+                                                      "min": 0.0})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, data order and sampling"})
     out: str = field(default="", metadata={"help": "run folder (default runs/<model>, or runs/<model>-N "
@@ -121,7 +123,10 @@ class Run:
         self.optimizer = optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay) \
             if tcfg.weight_decay else optim.Adam(params, lr=tcfg.lr)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.ema = optim.EMA(self.model, decay=tcfg.ema) if tcfg.ema else None
+        # warm-up min(decay, (1+n)/(10+n)): without it the average remembers the weights from
+        # before the first step for thousands of steps (ActNorm's data-dependent initialisation
+        # happens in step 1: maf --ema 0.999 scored 10 bits/dim)
+        self.ema = optim.EMA(self.model, decay=tcfg.ema, warmup=True) if tcfg.ema else None
         self.loader = gdata.DataLoader(self.train_set, batch_size=tcfg.batch_size, shuffle=True,
                                        drop_last=len(self.train_set) > tcfg.batch_size,
                                        generator=tcfg.seed, device=tcfg.device)
@@ -275,7 +280,9 @@ def eval_seed(seed: int, step: int) -> int:
 def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu") -> dict:
     """Test NLL of ``model`` on ``dataset`` (the model's ``nll``) in nats per example and in bits
     per dimension, character or sample: ``test_bits`` with its ``unit`` ("dim", "char",
-    "sample"), and the same figure under its own name (``test_bits_per_dim``, ...)."""
+    "sample"), and the same figure under its own name (``test_bits_per_dim``, ...). On continuous
+    data (``num_levels == 0``: the 2-D toys) the NLL is a density's, in nats, and bits per
+    dimension mean nothing: only ``test_nll_nats`` with ``unit`` "nats"."""
     from .data import DataLoader
 
     gen = Generator(device=device).manual_seed(seed)
@@ -289,6 +296,8 @@ def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu")
             count += nll.shape[0]
     model.train(was_training)
     nats = total / max(count, 1)
+    if model.data.num_levels == 0:
+        return {"test_nll_nats": nats, "unit": "nats", "nll_kind": model.nll_kind}
     bits = metrics.bits_per_dim(nats, model.data.dims)
     unit = bits_unit(model.data.name or getattr(dataset, "name", ""))
     return {"test_nll_nats": nats, f"test_bits_per_{unit}": bits, "test_bits": bits, "unit": unit,
@@ -344,8 +353,25 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
     out, lock = _claim_out(model_name, tcfg, log)
     try:
         return _train_in(out, model_name, tcfg, mcfg, log)
+    except Exception:
+        if not tcfg.resume:
+            _unclaim(out)
+        raise
     finally:
         lock.release()
+
+
+def _unclaim(out: Path) -> None:
+    """A new run that failed before its first step (a bad kernel override, data that does not
+    fit the model) gives its folder back, so that the next attempt gets it instead of ``-2``.
+    A run that took any step keeps everything it wrote."""
+    if any((out / name).exists() for name in ("last.safetensors", "last.json")):
+        return
+    log_path = out / "metrics.jsonl"
+    if log_path.exists() and log_path.stat().st_size:
+        return
+    for name in ("config.json", "metrics.jsonl"):
+        (out / name).unlink(missing_ok=True)
 
 
 def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log) -> dict:
@@ -466,7 +492,9 @@ def _loop(run, write_row, log) -> dict | None:
                     break
                 if tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
                     res = _run_eval(run, write_row)
-                    log(f"step {run.step}: test {res['test_bits']:.4f} bits/{res['unit']} ({res['nll_kind']})")
+                    figure = f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
+                        f"{res['test_bits']:.4f} bits/{res['unit']}"
+                    log(f"step {run.step}: test {figure} ({res['nll_kind']})")
                 if tcfg.ckpt_every and run.step % tcfg.ckpt_every == 0:
                     run.save()
         except KeyboardInterrupt:
@@ -493,9 +521,15 @@ def _loop(run, write_row, log) -> dict | None:
 
 
 def _baseline(run) -> dict:
-    """Per-pixel independent categorical NLL on the same split (image data with levels)."""
+    """Per-pixel independent categorical NLL on the same split (image data with levels); on
+    continuous vectors (the 2-D toys) a 10-component Gaussian mixture fitted by EM (nats)."""
     from .data._images import ImageArrayDataset
 
+    if run.info.num_levels == 0 and len(run.info.shape) == 1:
+        from .baselines import gmm_baseline_nll
+        nats = gmm_baseline_nll(run.train_set.arrays[0], run.test_set.arrays[0], k=10, seed=run.tcfg.seed)
+        return {"baseline": "10-component full-covariance Gaussian mixture (EM)",
+                "baseline_gmm10_nll_nats": nats}
     if not isinstance(run.train_set, ImageArrayDataset) or not run.info.num_levels:
         return {}
     nats = metrics.categorical_baseline_nll(run.train_set.arrays[0], run.test_set.arrays[0],
@@ -520,8 +554,16 @@ def _pictures(run, rows) -> dict:
     out, tcfg, res = run.out, run.tcfg, {}
     from .plots import save_image_grid, save_loss_curve
 
-    save_loss_curve(rows, out / "loss_curve.png")
+    points = run.info.num_levels == 0 and tuple(run.info.shape) == (2,)
+    save_loss_curve(rows, out / "loss_curve.png", eval_key="test_nll_nats" if points else "test_bits")
     gen = Generator(device=tcfg.device).manual_seed(tcfg.seed)
+    if points:  # 2-D densities: samples over the data, the density map and its mass on the grid
+        from .density2d import SCATTER_SAMPLES, points_report
+        with _sampling(run):
+            res.update(points_report(run.model, run.test_set.arrays[0], out, gen, device=tcfg.device,
+                                     num_samples=max(tcfg.num_samples, SCATTER_SAMPLES)
+                                     if tcfg.num_samples else 0))
+        return res
     if len(run.info.shape) != 3 and tcfg.num_samples and hasattr(run.model, "save_samples"):
         with _sampling(run):  # text, audio: the model writes its own format
             res.update(run.model.save_samples(out, run.train_set, gen) or {})
@@ -534,6 +576,10 @@ def _pictures(run, rows) -> dict:
     if tcfg.num_samples:
         save_image_grid(samples[:tcfg.num_samples], out / "samples.png")
     res.update(quality)
+    if tcfg.num_samples and hasattr(run.model, "save_pictures"):
+        with _sampling(run):  # model-specific extras, e.g. Glow's temperature strip
+            res.update(run.model.save_pictures(out, Generator(device=tcfg.device).manual_seed(tcfg.seed))
+                       or {})
     return res
 
 

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py") if p.name not in ("bench_engine.py", "bench_train.py"))
+SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py")
+                 if p.name not in ("bench_engine.py", "bench_train.py", "bench_glow.py"))
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
@@ -26,3 +27,22 @@ def test_bench_train_smoke():
                            "--no-save"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| logistic |" in proc.stdout and "| bernoulli |" in proc.stdout
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
+def test_bench_glow_smoke():
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_glow.py"), "--small", "--no-save",
+                           "--device", "cpu", "--repeats", "2", "--warmup", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| implementation |" in proc.stdout
+    for impl in ("| gmcore |", "| gmcore-reference |"):
+        assert impl in proc.stdout
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
+def test_time_models_smoke():
+    proc = subprocess.run([sys.executable, str(BENCH / "time_models.py"), "--only", "ppca", "--steps", "2",
+                           "--no-save"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| `gmcore train ppca` | 3.704 bits/dim |" in proc.stdout, proc.stdout

@@ -253,3 +253,33 @@ def test_two_runs_started_together_get_two_folders(tmp_path):
         assert steps == sorted(set(steps)) and steps[-1] == 20
         seeds.add(seed)
     assert seeds == {1, 2}
+
+
+def test_a_run_that_fails_before_its_first_step_gives_its_folder_back(tmp_path, monkeypatch, kernels_env):
+    monkeypatch.chdir(tmp_path)
+    kernels_env("dlml=bogus")           # refused only when the first loss is computed
+    name, tcfg, mcfg = parse_train_args("vae", FLAGS)
+    with pytest.raises(ValueError, match="bogus"):
+        train.train(name, tcfg, mcfg, log=_quiet)
+    assert not (tmp_path / "runs" / "vae").exists()
+    kernels_env(None)
+    train.train(name, tcfg, mcfg, log=_quiet)         # the next attempt gets runs/vae, not vae-2
+    assert (tmp_path / "runs" / "vae" / "last.safetensors").exists()
+
+
+def test_a_run_that_fails_after_steps_keeps_what_it_wrote(tmp_path, monkeypatch):
+    calls = []
+
+    def fail_at_third(self, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise FloatingPointError("loss became nan at step 2")
+        return original(self, batch)
+
+    from gmcore.models.latent.vae import VAE
+    original = VAE.loss
+    monkeypatch.setattr(VAE, "loss", fail_at_third)
+    with pytest.raises(FloatingPointError):
+        _train(tmp_path / "r", "--log-every", "1")
+    rows = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and (tmp_path / "r" / "config.json").exists()

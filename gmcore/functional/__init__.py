@@ -16,6 +16,7 @@ from .dlml import *  # noqa: F401,F403
 from .vq import *  # noqa: F401,F403
 from .coupling import *  # noqa: F401,F403
 from .flow_ops import *  # noqa: F401,F403
+from .spline import *  # noqa: F401,F403
 from .diffusion import *  # noqa: F401,F403
 from .wavenet import *  # noqa: F401,F403
 from .masked_conv import *  # noqa: F401,F403

@@ -31,6 +31,14 @@ def to_float(a):
 def _cast(x, dtype):
     if hasattr(x, "dtype") and hasattr(x, "ndim"):
         return x if x.dtype == dtype else x.astype(dtype)
+    if type(x) is int and np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        if not info.min <= x <= info.max:
+            # PyTorch wraps an out-of-range Python int into the tensor's integer dtype (uint8:
+            # -1 -> 255, 300 -> 44); NumPy 2 raises OverflowError instead.
+            if not -2 ** 63 <= x < 2 ** 64:
+                raise OverflowError(f"Python integer {x} does not fit a 64-bit integer")
+            return np.uint64(x % 2 ** 64).astype(dtype)
     return x  # Python scalar: NumPy/CuPy treat it as weakly typed
 
 

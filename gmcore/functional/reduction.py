@@ -449,14 +449,18 @@ def argmin(input, dim=None, keepdim=False):
 
 # ---- cumsum -------------------------------------------------------------------------------------
 
+def _scan_input(a, dim, dtype):
+    """(array, dim) for cumsum/cumprod: ``dtype`` when given, else integers and bools as int64."""
+    d = normalize_dim(dim, a.ndim)
+    if dtype is not None:
+        return a.astype(as_dtype(dtype).np), d
+    return (a.astype(np.int64) if a.dtype.kind in "biu" else a), d
+
+
 class Cumsum(Function):
     @staticmethod
     def forward(ctx, a, dim, dtype):
-        d = normalize_dim(dim, a.ndim)
-        if dtype is not None:
-            a = a.astype(as_dtype(dtype).np)
-        elif a.dtype.kind in "biu":
-            a = a.astype(np.int64)
+        a, d = _scan_input(a, dim, dtype)
         ctx.dim = d
         return a.copy() if a.ndim == 0 else xp_of(a).cumsum(a, axis=d)
 
@@ -504,11 +508,7 @@ class Cumprod(Function):
 
     @staticmethod
     def forward(ctx, a, dim, dtype):
-        d = normalize_dim(dim, a.ndim)
-        if dtype is not None:
-            a = a.astype(as_dtype(dtype).np)
-        elif a.dtype.kind in "biu":
-            a = a.astype(np.int64)
+        a, d = _scan_input(a, dim, dtype)
         ctx.dim = d
         out = a.copy() if a.ndim == 0 else xp_of(a).cumprod(a, axis=d)
         ctx.save_for_backward(a, out)

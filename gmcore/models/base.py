@@ -13,6 +13,21 @@ number of discrete levels per value, data range). It defines:
 * ``sample(n, generator) -> Tensor (n, *shape)`` with values in the data range.
 * optional class attribute ``train_defaults``: TrainConfig fields (``{"steps": 300, ...}``) that
   ``gmcore train`` uses in place of the general defaults; a TOML file and flags still override.
+* optional nested dataclass ``SampleOptions``: the sampling options ``sample`` accepts as
+  keywords (temperature, DDIM steps and eta, guidance scale, class, truncation ...), each a field
+  with a default and a ``help`` in its metadata. ``gmcore sample RUN --temperature 0.7`` passes
+  them (``gmcore sample RUN --help`` lists them, an unknown flag is refused); the end-of-run
+  samples use the defaults. Example::
+
+      @dataclass
+      class SampleOptions:
+          temperature: float = field(default=1.0, metadata={"help": "scale of the base draws",
+                                                             "min": 0.0})
+
+      def sample(self, n, generator=None, temperature=1.0): ...
+* optional ``save_pictures(out_dir, generator) -> dict``: extra pictures a run writes at its end
+  beside ``samples.png`` (Glow's temperature strip), under the EMA weights, in eval mode and
+  without autograd; returns what it wrote (merged into ``metrics.json``).
 * optional ``save_samples(out_dir, dataset, generator) -> dict``: for data that is not an image
   (text, audio), write samples in the data's own format (``samples.txt``, ``samples.wav``) at the
   end of a run; returns what it wrote, merged into ``metrics.json``.

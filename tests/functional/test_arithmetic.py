@@ -262,3 +262,18 @@ def test_reflected_bitwise_operators():
     assert (True ^ b).tolist() == [False, True] and (True ^ b).dtype == gm.bool
     assert (b ^ 3).tolist() == [2, 3]  # promotes as torch, not a logical xor
     assert (b & b).dtype == gm.bool and (False | b).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("value", [-1, 300, -129])
+def test_out_of_range_python_int_wraps_into_the_integer_dtype(value):
+    # torch wraps an out-of-range Python int into the tensor's dtype; NumPy 2 raised OverflowError
+    t = gm.tensor([1, 2, 200], dtype=gm.uint8)
+    wrapped = value % 256
+    assert (t ^ value).tolist() == [v ^ wrapped for v in (1, 2, 200)]
+    assert (t & value).tolist() == [v & wrapped for v in (1, 2, 200)]
+    assert (t + value).tolist() == [(v + wrapped) % 256 for v in (1, 2, 200)]
+    assert (value | t).tolist() == [v | wrapped for v in (1, 2, 200)]
+    s = gm.tensor([1, -2], dtype=gm.int8)
+    as_int8 = np.array(wrapped, dtype=np.uint8).view(np.int8)   # two's complement: 300 -> 44
+    with np.errstate(over="ignore"):
+        assert (s * value).tolist() == (np.array([1, -2], dtype=np.int8) * as_int8).tolist()

@@ -185,7 +185,7 @@ def test_actnorm2d_trains():
 @pytest.mark.parametrize("lu", [True, False])
 def test_invconv2d1x1(lu):
     gm.manual_seed(0)
-    conv = gm.nn.InvConv2d1x1(4, lu=lu).double()
+    conv = gm.nn.InvConv2d1x1(4, lu=lu, dtype=gm.float64)   # float32 by default
     x = _rng(11).standard_normal((2, 4, 1, 2))
     y, ld = conv(gm.tensor(x))
     np.testing.assert_allclose(ld.detach().numpy(), _jacobian_logdet(conv, x), rtol=1e-9, atol=1e-9)

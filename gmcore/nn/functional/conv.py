@@ -189,11 +189,10 @@ def _conv(op, nd, input, weight, bias, stride, padding, dilation, groups):
     return _unbatched(_add_bias(y, bias), input, nd)
 
 
-def _conv_transpose(op, nd, input, weight, bias, stride, padding, output_padding, groups,
-                    dilation):
+def _check_transposed(op, nd, input, weight, bias, groups, padding):
+    """The argument checks every ``conv_transpose{1,2,3}d`` shares (PyTorch's messages)."""
     _check_common(op, input, weight, bias, nd, groups)
     c_in, cog = weight.shape[0], weight.shape[1]
-    ks = tuple(weight.shape[2:])
     c = input.shape[-nd - 1]
     if c != c_in:
         raise RuntimeError(f"Given transposed=1, weight of size {_fmt(weight.shape)}, expected "
@@ -207,6 +206,12 @@ def _conv_transpose(op, nd, input, weight, bias, stride, padding, output_padding
     if isinstance(padding, str):
         raise ValueError(f"{op}: padding must be an int or a tuple of ints (strings such as "
                          f"{padding!r} are only accepted by convolutions), got {padding!r}")
+
+
+def _conv_transpose(op, nd, input, weight, bias, stride, padding, output_padding, groups,
+                    dilation):
+    _check_transposed(op, nd, input, weight, bias, groups, padding)
+    ks = tuple(weight.shape[2:])
     stride = ntuple(stride, nd, "stride", op, minimum=1)
     padding = ntuple(padding, nd, "padding", op, minimum=0)
     output_padding = ntuple(output_padding, nd, "output_padding", op, minimum=0)

@@ -13,7 +13,7 @@ composites of differentiable ops (slices, reshapes, pads, the 2-D convolutions),
 of any order come from those.
 """
 from ...functional import cat, pad
-from .conv import _check_bias, _check_common, _fmt, conv2d, conv_transpose2d
+from .conv import _check_bias, _check_common, _check_transposed, _fmt, conv2d, conv_transpose2d
 from ._util import ntuple
 
 __all__ = ["conv3d", "conv_transpose3d"]
@@ -108,19 +108,8 @@ def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_paddi
     gmcore.Size([1, 2, 4, 6, 6])
     """
     op = "conv_transpose3d"
-    _check_common(op, input, weight, bias, 3, groups)
-    c_in, cog, kd = weight.shape[0], weight.shape[1], weight.shape[2]
-    if input.shape[-4] != c_in:
-        raise RuntimeError(f"Given transposed=1, weight of size {_fmt(weight.shape)}, expected "
-                           f"input{_fmt(input.shape)} to have {c_in} channels, but got "
-                           f"{input.shape[-4]} channels instead")
-    if c_in % groups:
-        raise RuntimeError(f"{op}: Given groups={groups}, expected weight to be divisible by "
-                           f"{groups} at dimension 0, but got weight of size "
-                           f"{_fmt(weight.shape)} instead")
-    _check_bias(op, bias, cog * groups)
-    if isinstance(padding, str):
-        raise ValueError(f"{op}: padding must be an int or a tuple of ints, got {padding!r}")
+    _check_transposed(op, 3, input, weight, bias, groups, padding)
+    kd = weight.shape[2]
     sd, sh, sw = ntuple(stride, 3, "stride", op, minimum=1)
     pd, ph, pw = ntuple(padding, 3, "padding", op, minimum=0)
     opd, oph, opw = ntuple(output_padding, 3, "output_padding", op, minimum=0)

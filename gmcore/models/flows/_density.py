@@ -1,0 +1,204 @@
+"""Plumbing shared by the flow models: data in and out of the flow's space, the likelihood in the
+unit users quote, and sampling.
+
+A flow model subclasses :class:`FlowModel` and builds ``self.flow`` in ``__init__``: a
+:class:`gmcore.nn.flows.FlowDensity`, or anything with ``log_prob(y) -> (B,)`` and
+``sample(n, generator=, temperature=)``. ``loss``, ``nll`` and ``sample`` come from here.
+
+Images with ``K`` levels (digits: 17), arriving in [0, 1] as ``level / (K - 1)``:
+
+* uniform dequantization: ``x = (level + u) / K`` with ``u ~ U[0, 1)^D`` drawn from the given
+  generator (the global one while training), so ``x`` has a density on ``[0, 1)^D``;
+* a fixed map into the flow's space, chosen by the class attribute ``preprocess``:
+  ``"affine"`` (``y = x - 0.5``, log-det 0) or ``"logit"`` (RealNVP's
+  ``y = logit(a + (1 - 2a) x)`` with ``a = logit_alpha``); its log-determinant is counted;
+* ``nll = -log p(x) + D log K``: the dequantization bound on the NLL of the *discrete* data
+  (:func:`gmcore.metrics.dequantization_nats`), nats per example; ``loss`` is its mean in bits
+  per dimension (``nll / (D ln 2)``).
+
+Continuous points (the 2-D toys, ``num_levels == 0``): the flow models the points as they are;
+``nll = -log p(x)`` in nats (an exact density, no dequantization, no bits/dim) and ``loss`` is
+its mean.
+
+``sample(n, generator, temperature)`` draws base samples scaled by ``temperature``, inverts the
+flow and, for images, the preprocessing; then quantizes to the ``K`` levels and returns
+``level / (K - 1)`` in [0, 1]. Points come back as they are.
+
+Class attributes a model may change: ``preprocess``, ``logit_alpha``, ``flat_input`` (True:
+images reach the flow flattened to ``(B, D)``, for the flows on vectors: linear, MAF, planar).
+On the 17-level digits the logit map with a small ``alpha`` helps a lot: the best Gaussian
+reaches 2.26 bits/dim with ``alpha`` 0.003-0.01 (0.05: 2.45) against 2.93 on the affine data.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ... import creation as gc
+from ... import metrics
+from ...autograd import no_grad
+from ...nn.flows import FlowDensity, FlowSequential
+from ...tensor import Tensor
+from ..base import DataInfo, GenerativeModel
+
+__all__ = ["FlowModel", "NumericalInverseDensity", "FlowSampleOptions"]
+
+
+@dataclass
+class FlowSampleOptions:
+    temperature: float = field(default=1.0, metadata={
+        "help": "scale of the base draws (1 = the model's density; lower = more typical samples)",
+        "min": 0.0})
+
+
+class FlowModel(GenerativeModel):
+    """Base class of the flow models (see the module docstring); subclasses set ``self.flow``.
+
+    >>> import gmcore as gm
+    >>> from gmcore.models.base import DataInfo
+    >>> from gmcore.nn.flows import FlowDensity, StandardNormal
+    >>> from gmcore.nn.flows.linear import LULinear
+    >>> class Tiny(FlowModel):                     # a Gaussian on flattened images
+    ...     flat_input = True
+    ...     def __init__(self, config, data):
+    ...         super().__init__(config, data)
+    ...         self.flow = FlowDensity(StandardNormal(self.flow_shape), LULinear(data.dims))
+    >>> m = Tiny(None, DataInfo((1, 2, 2), 17))
+    >>> x = gm.tensor([[[[0.0, 0.5], [1.0, 0.25]]]])
+    >>> m.nll((x,), generator=gm.Generator().manual_seed(0)).shape
+    gmcore.Size([1])
+    >>> s = m.sample(3, generator=gm.Generator().manual_seed(0))
+    >>> s.shape, bool(((s * 16).round() - s * 16).abs().max() < 1e-5)   # on the 17 levels
+    (gmcore.Size([3, 1, 2, 2]), True)
+    """
+
+    preprocess = "affine"      # or "logit"
+    logit_alpha = 0.05         # logit preprocessing squeezes [0, 1) into [a, 1 - a) first
+    flat_input = False         # True: images reach the flow as (B, D) vectors
+    SampleOptions = FlowSampleOptions
+
+    def __init__(self, config, data: DataInfo):
+        super().__init__(config, data)
+        self.continuous = data.num_levels == 0
+        name = data.name or "the data"
+        if self.continuous and len(data.shape) != 1:
+            raise ValueError(f"{type(self).__name__}: continuous data must be vectors (D,), "
+                             f"{name} has shape {tuple(data.shape)}")
+        if not self.continuous and (len(data.shape) != 3 or data.num_levels < 2):
+            raise ValueError(f"{type(self).__name__} models continuous points (D,) or images "
+                             f"(C, H, W) with discrete levels; {name} has shape "
+                             f"{tuple(data.shape)} and {data.num_levels} levels")
+        if self.preprocess not in ("affine", "logit"):
+            raise ValueError(f"preprocess must be 'affine' or 'logit', got {self.preprocess!r}")
+        self.flow_shape = (data.dims,) if self.flat_input else tuple(data.shape)
+
+    @property
+    def nll_kind(self):
+        return "exact (continuous density, nats)" if self.continuous else "dequantization bound"
+
+    # ---- data <-> flow space ---------------------------------------------------------------
+    def _check(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor) or not x.dtype.is_floating_point \
+                or tuple(x.shape[1:]) != tuple(self.data.shape):
+            got = f"{x.dtype} of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__} expects float data of shape "
+                             f"(B, {', '.join(map(str, self.data.shape))}), got {got}")
+        return x
+
+    def dequantize(self, x: Tensor, generator=None) -> Tensor:
+        """``(level + u) / K`` for images in [0, 1] as ``level / (K - 1)``; u ~ U[0, 1)."""
+        k = self.data.num_levels
+        levels = (x * (k - 1)).round()
+        u = gc.rand(*x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (levels + u) / k
+
+    def to_flow_space(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Dequantized images in [0, 1) -> the flow's input ``(B, *flow_shape)`` and the map's
+        log-determinant ``(B,)``."""
+        b = x.shape[0]
+        if self.preprocess == "logit":
+            a = self.logit_alpha
+            s = a + (1 - 2 * a) * x
+            y = s.log() - (1 - s).log()
+            # dy/dx = (1 - 2a) / (s (1 - s)) per dimension
+            ld = (math.log(1 - 2 * a) - s.log() - (1 - s).log()).reshape(b, -1).sum(1)
+        else:
+            y = x - 0.5
+            ld = gc.zeros(b, device=x.device, dtype=x.dtype)
+        return y.reshape(b, *self.flow_shape), ld
+
+    def from_flow_space(self, y: Tensor) -> Tensor:
+        """Inverse of :meth:`to_flow_space`: the flow's space -> [0, 1] data shape."""
+        y = y.reshape(y.shape[0], *self.data.shape)
+        if self.preprocess == "logit":
+            a = self.logit_alpha
+            return (y.sigmoid() - a) / (1 - 2 * a)
+        return y + 0.5
+
+    # ---- the model interface -------------------------------------------------------------
+    def log_prob_points(self, x: Tensor) -> Tensor:
+        """``log p(x)`` (B,) of continuous points (2-D toys)."""
+        return self.flow.log_prob(x)
+
+    def nll(self, batch, generator=None) -> Tensor:
+        """Nats per example: ``-log p(x)`` for points; the dequantization bound for images."""
+        x = self._check(batch[0])
+        if self.continuous:
+            return -self.log_prob_points(x)
+        y, ld = self.to_flow_space(self.dequantize(x, generator))
+        dq = metrics.dequantization_nats(self.data.dims, self.data.num_levels)
+        return -(self.flow.log_prob(y) + ld) + dq
+
+    def loss(self, batch):
+        nll = self.nll(batch).mean()
+        if self.continuous:
+            return nll, {}
+        return nll / (self.data.dims * metrics.LN2), {}
+
+    def sample_flow_space(self, n, generator=None, temperature=1.0) -> Tensor:
+        """Draws in the flow's space (a model whose flow lacks ``sample`` overrides this)."""
+        return self.flow.sample(n, generator=generator, temperature=temperature)
+
+    def sample(self, n, generator=None, temperature=1.0) -> Tensor:
+        """``n`` samples (no autograd): points as drawn; images quantized to the levels, in
+        [0, 1]. ``temperature`` scales the base draws."""
+        if temperature < 0:
+            raise ValueError(f"temperature must be non-negative, got {temperature}")
+        with no_grad():
+            y = self.sample_flow_space(int(n), generator=generator, temperature=temperature)
+            if self.continuous:
+                return y.reshape(y.shape[0], *self.data.shape)
+            k = self.data.num_levels
+            levels = (self.from_flow_space(y) * k).floor().clamp(0, k - 1)
+            return levels / (k - 1)
+
+
+class NumericalInverseDensity(FlowDensity):
+    """A :class:`FlowDensity` whose transform (a :class:`FlowSequential`, or one flow) may hold
+    layers without an analytic inverse (planar, radial): ``sample`` inverts layer by layer,
+    calling ``numerical_inverse`` where a layer has one and ``inverse`` otherwise.
+
+    >>> import gmcore as gm
+    >>> from gmcore.nn.flows import StandardNormal
+    >>> from gmcore.nn.flows.planar import Planar
+    >>> _ = gm.manual_seed(0)
+    >>> d = NumericalInverseDensity(StandardNormal((2,)), FlowSequential(Planar(2), Planar(2)))
+    >>> x = d.sample(4, generator=gm.Generator().manual_seed(0))
+    >>> z, _ = d.transform(x)                      # forward maps the samples back to the draws
+    >>> z0 = StandardNormal((2,)).sample(4, generator=gm.Generator().manual_seed(0))
+    >>> bool((z - z0).abs().max() < 1e-4)
+    True
+    """
+
+    def sample(self, n, generator=None, context=None, temperature=1.0):
+        p = next(iter(self.parameters()), None)
+        z = self.base.sample(n, generator=generator, temperature=temperature,
+                             device=p.device if p is not None else None,
+                             dtype=p.dtype if p is not None else None)
+        layers = list(self.transform) if isinstance(self.transform, FlowSequential) \
+            else [self.transform]
+        for f in reversed(layers):
+            inv = getattr(f, "numerical_inverse", None) or f.inverse
+            z, _ = inv(z, context)
+        return z
+
