@@ -105,16 +105,27 @@ def markdown(rows: list[dict], machine: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _merge(path: Path, results: list[dict]) -> list[dict]:
+    """The saved rows with this run's rows put in (a partial run replaces only its own rows),
+    in the order of ROWS."""
+    rows = {}
+    if path.exists():
+        rows = {r["command"]: r for r in json.loads(path.read_text()).get("rows", [])}
+    rows.update({r["command"]: r for r in results})
+    order = {" ".join(["gmcore", "train", m, *f]): i for i, (m, f) in enumerate(ROWS)}
+    return sorted(rows.values(), key=lambda r: order.get(r["command"], len(order)))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=None, metavar="MODEL", help="rows of these models only")
-    p.add_argument("--flags", nargs="*", default=None, metavar="FLAG",
-                   help="with --only: rows whose flags include all of these (e.g. --flags --posterior-flow)")
+    p.add_argument("--with-flag", default=None, metavar="FLAG",
+                   help="only rows whose flags include this one, without its dashes (e.g. posterior-flow)")
     p.add_argument("--steps", type=int, default=None, help="override the step count (smoke runs)")
     p.add_argument("--no-save", action="store_true", help="print, don't write benchmarks/results/")
     args = p.parse_args(argv)
     rows = [r for r in ROWS if (not args.only or r[0] in args.only)
-            and all(f in r[1] for f in (args.flags or []))]
+            and (args.with_flag is None or "--" + args.with_flag in r[1])]
     machine = f"{platform.machine()}-{os.cpu_count()}cpu"
     work = Path(tempfile.mkdtemp(prefix="gmcore-time-models-"))
     results = []
@@ -130,10 +141,11 @@ def main(argv=None) -> int:
     if not args.no_save:
         from gmcore.io import atomic_write_text
 
-        stem = RESULTS / (f"models_{machine}" + ("" if args.only is None else "_" + "_".join(args.only)))
+        stem = RESULTS / f"models_{machine}"
+        merged = _merge(stem.with_suffix(".json"), results)
         atomic_write_text(stem.with_suffix(".json"), json.dumps(
-            {"machine": machine, "python": platform.python_version(), "rows": results}, indent=1))
-        atomic_write_text(stem.with_suffix(".md"), table)
+            {"machine": machine, "python": platform.python_version(), "rows": merged}, indent=1))
+        atomic_write_text(stem.with_suffix(".md"), markdown(merged, machine))
     return 1 if any(r["returncode"] for r in results) else 0
 
 
