@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gmcore as gm
+from resume_checks import check_crash_resume
 from gmcore import cli, train
 from gmcore.baselines import fit_gmm, gmm_baseline_nll
 from gmcore.cli_train import parse_train_args
@@ -220,32 +221,8 @@ def test_models_are_listed_under_flows():
 
 
 def test_flow_run_resumes_bit_for_bit(tmp_path, monkeypatch):
-    flags = ["--steps", "6", "--log-every", "1", "--eval-every", "0", "--ckpt-every", "3",
-             "--layers", "4", *FAST, "--no-sample-quality", "--num-samples", "0"]
-    name, tcfg, mcfg = parse_train_args("planar-flow", ["--out", str(tmp_path / "full"), *flags])
-    train.train(name, tcfg, mcfg, log=lambda *a: None)
-
-    def losses(run):
-        rows = [json.loads(r) for r in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        return [r["loss"] for r in rows if r["split"] == "train"]
-
-    real_loss, calls = PlanarFlow.loss, {"n": 0}
-
-    def crash(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("power cut")
-        return real_loss(self, batch)
-
-    name, tcfg, mcfg = parse_train_args("planar-flow", ["--out", str(tmp_path / "part"), *flags])
-    monkeypatch.setattr(PlanarFlow, "loss", crash)
-    with pytest.raises(RuntimeError, match="power cut"):
-        train.train(name, tcfg, mcfg, log=lambda *a: None)
-    monkeypatch.setattr(PlanarFlow, "loss", real_loss)
-    assert gm.io.load_checkpoint(tmp_path / "part" / "last")["step"] == 3
-    tcfg.resume = True
-    train.train(name, tcfg, mcfg, log=lambda *a: None)
-    assert len(losses("full")) == 6 and losses("full") == losses("part")   # exact equality
+    check_crash_resume(tmp_path, monkeypatch, "planar-flow", PlanarFlow,
+                       ["--eval-every", "0", "--layers", "4", *FAST, "--no-sample-quality", "--num-samples", "0"])
 
 
 def test_linear_flow_on_digits_reports_bits_per_dim(tmp_path):

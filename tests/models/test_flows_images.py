@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gmcore as gm
+from resume_checks import check_crash_resume
 from gmcore import cli
 from gmcore.models.base import DataInfo
 from gmcore.models.flows.glow import Glow
@@ -170,32 +171,4 @@ def test_cli_trains_coupling_flows(tmp_path, capsys):
 def test_glow_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     # actnorm's data-dependent initialisation is state (its ``initialized`` buffer): a resumed
     # run must not initialise again from the batch it resumes on
-    from gmcore import train
-    from gmcore.cli_train import parse_train_args
-
-    flags = ["--steps", "6", "--log-every", "1", "--ckpt-every", "3", "--hidden", "8",
-             "--depth", "1", *FAST]
-    name, tcfg, mcfg = parse_train_args("glow", ["--out", str(tmp_path / "full"), *flags])
-    train.train(name, tcfg, mcfg, log=lambda *a: None)
-
-    def losses(run):
-        rows = [json.loads(r) for r in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        return [r["loss"] for r in rows if r["split"] == "train"]
-
-    real_loss, calls = Glow.loss, {"n": 0}
-
-    def crash(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise RuntimeError("power cut")
-        return real_loss(self, batch)
-
-    name, tcfg, mcfg = parse_train_args("glow", ["--out", str(tmp_path / "part"), *flags])
-    monkeypatch.setattr(Glow, "loss", crash)
-    with pytest.raises(RuntimeError, match="power cut"):
-        train.train(name, tcfg, mcfg, log=lambda *a: None)
-    monkeypatch.setattr(Glow, "loss", real_loss)
-    assert gm.io.load_checkpoint(tmp_path / "part" / "last")["step"] == 3
-    tcfg.resume = True
-    train.train(name, tcfg, mcfg, log=lambda *a: None)
-    assert len(losses("full")) == 6 and losses("full") == losses("part")   # exact equality
+    check_crash_resume(tmp_path, monkeypatch, "glow", Glow, ["--hidden", "8", "--depth", "1", *FAST])
