@@ -6,6 +6,7 @@ import gmcore as gm
 from helpers import HAVE_TORCH, check_op
 
 torch = pytest.importorskip("torch") if HAVE_TORCH else None
+needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch (the peer) is not installed")
 
 
 @pytest.mark.parametrize("offset,d1,d2", [(0, 0, 1), (1, 0, 1), (-2, 1, 2), (1, 2, 0)])
@@ -38,6 +39,7 @@ def test_repeat_interleave_int_and_tensor(dim):
                  torch_fn=lambda x: torch.repeat_interleave(x, torch.tensor(r), dim))
 
 
+@needs_torch
 def test_repeat_interleave_forms_and_errors():
     assert gm.repeat_interleave(gm.tensor([1, 0, 2])).tolist() == \
         torch.repeat_interleave(torch.tensor([1, 0, 2])).tolist()
@@ -49,6 +51,7 @@ def test_repeat_interleave_forms_and_errors():
         gm.repeat_interleave(gm.ones(2), -1)
 
 
+@needs_torch
 @pytest.mark.parametrize("indexing", ["ij", "xy"])
 def test_meshgrid(indexing):
     a, b, c = np.arange(3.0), np.arange(4.0) + 10, np.arange(2.0) - 5

@@ -7,6 +7,7 @@ import gmcore.nn.functional as F
 from helpers import HAVE_TORCH, check_op
 
 torch = pytest.importorskip("torch") if HAVE_TORCH else None
+needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="torch (the peer) is not installed")
 TF = torch.nn.functional if torch is not None else None
 
 
@@ -68,6 +69,7 @@ def test_gumbel_softmax_distribution_and_gradient():
     assert fixed_noise(True)(gm.tensor(x)).sum(-1).tolist() == [1.0] * 4
 
 
+@needs_torch
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 @pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize("align_corners", [False, True])
