@@ -118,3 +118,16 @@ def broadcast_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4):
 
 
 seeds = st.integers(0, 2 ** 16)
+
+
+def fit_full_batch(model, x, steps, lr):
+    """Adam on ``model.loss((x,))`` for ``steps`` full-batch steps; returns the losses."""
+    opt = gm.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, _ = model.loss((x,))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

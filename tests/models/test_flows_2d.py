@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gmcore as gm
+from helpers import fit_full_batch
 from resume_checks import check_crash_resume
 from gmcore import cli, train
 from gmcore.baselines import fit_gmm, gmm_baseline_nll
@@ -28,15 +29,7 @@ def _moons(n=256, seed=0):
 
 
 def _fit(model, x, steps, lr=1e-2):
-    opt = gm.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        loss, _ = model.loss((x,))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    return fit_full_batch(model, x, steps, lr)
 
 
 # ---- FlowModel: units, dequantization, sampling ----------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import gmcore as gm
+from helpers import fit_full_batch
 from resume_checks import check_crash_resume
 from gmcore import cli
 from gmcore.models.base import DataInfo
@@ -41,15 +42,7 @@ def _moons(n=256, split="train"):
 
 
 def _fit(model, x, steps, lr=3e-3):
-    opt = gm.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        loss, _ = model.loss((x,))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    return fit_full_batch(model, x, steps, lr)
 
 
 def _perturb(model, scale=0.05, seed=0):

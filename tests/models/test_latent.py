@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import gmcore as gm
+from helpers import fit_full_batch
 from gmcore import autograd
 from gmcore.models.base import DataInfo
 from gmcore.models.latent import CAE, DAE, PPCA, VAE
@@ -24,15 +25,7 @@ def _digits(n=32, binary=False):
 
 
 def _fit(model, x, steps, lr=3e-3):
-    opt = gm.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        loss, _ = model.loss((x,))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
+    return fit_full_batch(model, x, steps, lr)
 
 
 @pytest.mark.parametrize("decoder", ["logistic", "bernoulli", "gaussian"])

@@ -56,6 +56,8 @@ from ...nn import functional as F
 
 from ..._dtype import int64
 from ...nn.flows import Flow, FlowSequential, iaf_flow
+from ...nn.flows.planar import planar_step
+from ...nn.flows.radial import radial_step
 from ...tensor import Tensor
 from ... import metrics
 from ..base import DataInfo, GenerativeModel
@@ -82,11 +84,7 @@ class AmortisedPlanar(Flow):
     def forward(self, z, context=None):
         L, o = self.dim, self.offset
         u, w, b = context[:, o:o + L], context[:, o + L:o + 2 * L], context[:, o + 2 * L:o + 2 * L + 1]
-        wu = (w * u).sum(1, keepdim=True)
-        u_hat = u + (F.softplus(wu) - 1.0 - wu) * w / (w * w).sum(1, keepdim=True)
-        t = ((w * z).sum(1, keepdim=True) + b).tanh()
-        logdet = (1.0 + (1.0 - t * t) * (w * u_hat).sum(1, keepdim=True)).abs().log()
-        return z + u_hat * t, logdet.reshape(-1)
+        return planar_step(z, u, w, b)
 
 
 class AmortisedRadial(Flow):
@@ -105,12 +103,7 @@ class AmortisedRadial(Flow):
         z0 = context[:, o:o + L]
         alpha = F.softplus(context[:, o + L:o + L + 1])
         beta = F.softplus(context[:, o + L + 1:o + L + 2]) - alpha
-        diff = z - z0
-        r = (diff * diff).sum(1, keepdim=True).sqrt()
-        h = 1.0 / (alpha + r)
-        bh = beta * h
-        logdet = (L - 1) * (1.0 + bh).log() + (1.0 + beta * alpha * h * h).log()
-        return z + bh * diff, logdet.reshape(-1)
+        return radial_step(z, z0, alpha, beta)
 
 
 @dataclass

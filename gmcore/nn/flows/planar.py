@@ -27,9 +27,25 @@ from .. import functional as F
 from ..parameter import Parameter
 from .base import Flow, NoAnalyticInverse
 
-__all__ = ["Planar"]
+__all__ = ["Planar", "planar_step"]
 
 _BISECTION_STEPS = 60   # halves a bracket of width 2|m| to 2|m| 2^-60: far below 1e-6
+
+
+def _u_hat(u, w):
+    wu = (w * u).sum(-1, keepdim=True)
+    return u + (F.softplus(wu) - 1 - wu) * w / (w * w).sum(-1, keepdim=True)
+
+
+def planar_step(z, u, w, b):
+    """``(z + u_hat tanh(w.z + b), log|det|)`` for z of shape (B, L): the planar map with its
+    parameters given, shared (``u, w`` (L,), ``b`` (1,)) or per example (``(B, L)``, ``(B, 1)``,
+    as the VAE's amortised posterior flow reads them from its encoder). ``u_hat`` keeps
+    ``w.u_hat > -1``, so the map is invertible; ``log|det| = log|1 + (1 - tanh^2) w.u_hat|``."""
+    u_hat = _u_hat(u, w)
+    t = ((w * z).sum(-1, keepdim=True) + b).tanh()              # (B, 1)
+    logdet = (1 + (1 - t * t) * (w * u_hat).sum(-1, keepdim=True)).abs().log()
+    return z + t * u_hat, logdet.reshape(-1)
 
 
 class Planar(Flow):
@@ -60,9 +76,7 @@ class Planar(Flow):
 
     def u_hat(self):
         """``u`` corrected so that ``w . u_hat = -1 + softplus(w . u) > -1``."""
-        wu = (self.w * self.u).sum()
-        m = F.softplus(wu) - 1
-        return self.u + (m - wu) * self.w / (self.w * self.w).sum()
+        return _u_hat(self.u, self.w)
 
     def _check(self, x):
         if x.ndim != 2 or x.shape[1] != self.features:
@@ -71,12 +85,7 @@ class Planar(Flow):
 
     def forward(self, z, context=None):
         self._check(z)
-        u_hat = self.u_hat()
-        h = ((z * self.w).sum(1) + self.b).tanh()                  # (B,)
-        y = z + h.unsqueeze(1) * u_hat
-        wu_hat = (self.w * u_hat).sum()
-        logdet = (1 + (1 - h * h) * wu_hat).abs().log()
-        return y, logdet
+        return planar_step(z, self.u, self.w, self.b)
 
     def inverse(self, y, context=None):
         raise NoAnalyticInverse(f"{type(self).__name__} has no analytic inverse; "

@@ -27,7 +27,21 @@ from .. import functional as F
 from ..parameter import Parameter
 from .base import Flow, NoAnalyticInverse
 
-__all__ = ["Radial"]
+__all__ = ["Radial", "radial_step"]
+
+
+def radial_step(z, z0, alpha, beta):
+    """``(z + beta h(r) (z - z0), log|det|)``, ``h = 1 / (alpha + r)``, ``r = |z - z0|``, for z of
+    shape (B, L) with the parameters given, shared (``z0`` (L,), ``alpha, beta`` (1,)) or per
+    example (``(B, L)``, ``(B, 1)``: the VAE's amortised posterior flow). ``alpha > 0`` and
+    ``beta > -alpha`` keep it invertible; ``log|det| = (L - 1) log(1 + beta h) +
+    log(1 + beta alpha h^2)``."""
+    diff = z - z0
+    r = (diff * diff).sum(-1, keepdim=True).sqrt()               # (B, 1)
+    h = 1 / (alpha + r)
+    bh = beta * h
+    logdet = (z.shape[-1] - 1) * (1 + bh).log() + (1 + beta * alpha * h * h).log()
+    return z + bh * diff, logdet.reshape(-1)
 
 
 class Radial(Flow):
@@ -67,13 +81,7 @@ class Radial(Flow):
     def forward(self, z, context=None):
         self._check(z)
         alpha, beta = self.alpha_beta()
-        diff = z - self.z0
-        r = (diff * diff).sum(1).sqrt()                             # (B,)
-        h = 1 / (alpha + r)
-        bh = beta * h
-        y = z + bh.unsqueeze(1) * diff
-        logdet = (self.features - 1) * (1 + bh).log() + (1 + beta * alpha * h * h).log()
-        return y, logdet
+        return radial_step(z, self.z0, alpha, beta)
 
     def inverse(self, y, context=None):
         raise NoAnalyticInverse(f"{type(self).__name__} has no analytic inverse; "
