@@ -1,6 +1,6 @@
 // Bindings of the tap-convolution CPU kernels (families masked_conv / causal_conv): the column
 // packing (im2col over the active taps) and its adjoint (col2im), csrc/masked_conv_cpu.cpp.
-// The GEMMs run in Python through NumPy's BLAS (gmcore/functional/_tap_conv_cpu.py).
+// The GEMMs run in Python through NumPy's BLAS (kernels/_tap_conv_cpu.py).
 #include "../csrc/masked_conv.h"
 
 #include <optional>

@@ -1,6 +1,6 @@
 // Bindings of the CUDA tap convolution (csrc/masked_conv.cu): device pointers in, results written
 // into caller-allocated device buffers, on the given stream.  The CuPy-side wrapper that allocates
-// and checks is gmcore/functional/_masked_conv_cuda.py.
+// and checks is kernels/_masked_conv_cuda.py.
 #include "../csrc/masked_conv_cuda.h"
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Tap convolution on the CPU: the two data-movement kernels around the BLAS GEMMs.
 //
-// The GEMMs themselves run through NumPy's matmul (gmcore/functional/_tap_conv_cpu.py): this
+// The GEMMs themselves run through NumPy's matmul (kernels/_tap_conv_cpu.py): this
 // file only packs the columns of the ACTIVE taps (im2col restricted to them, so a PixelCNN
 // mask's zero taps cost nothing) and scatters column gradients back onto the input (col2im).
 //

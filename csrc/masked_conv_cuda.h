@@ -1,5 +1,5 @@
 // Tap convolution on CUDA (csrc/masked_conv.cu): launcher declarations.  The contract and the
-// index arithmetic are in masked_conv.h; the Python side is gmcore/functional/_masked_conv_cuda.py.
+// index arithmetic are in masked_conv.h; the Python side is kernels/_masked_conv_cuda.py.
 //
 // All pointers are device pointers to C-contiguous arrays of one dtype T (float or double):
 //   x (N, C, H, W), w (O, C, KH, KW), gy (N, O, Ho, Wo), bias (O,) or nullptr,

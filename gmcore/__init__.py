@@ -17,6 +17,10 @@ import os as _os
 # GEMM that follows (vae --arch conv on 2 cores: 25 steps/s, 51 with passive waiting; the big
 # kernels lose nothing). libgomp reads this when gmcore._C loads it; a value the user set wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Reuse freed activation buffers instead of page-faulting fresh mmaps every step (gmcore/_malloc.py;
+# GMCORE_MALLOC_TUNING=0 turns it off).
+from . import _malloc
+_malloc.tune()
 from ._dtype import (dtype, float16, half, float32, float, float64, double, uint8, int8, int16,
                      short, int32, int, int64, long, bool, get_default_dtype, set_default_dtype,
                      result_type as _result_type)

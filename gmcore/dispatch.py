@@ -65,6 +65,13 @@ FAMILY_MODULES: dict[str, str] = {
     "diffusion": "gmcore.functional.diffusion",
     "masked_conv": "gmcore.functional.masked_conv",
     "causal_conv": "gmcore.functional.causal_conv",
+    "softmax": "gmcore.functional.softmax",
+    "embedding": "gmcore.functional._embedding",
+    "norm": "gmcore.functional._norm",
+    "pool": "gmcore.functional.pool",
+    "conv": "gmcore.functional.conv",
+    "attention": "gmcore.functional.attention",
+    "activation": "gmcore.functional._activation_kernels",
 }
 
 

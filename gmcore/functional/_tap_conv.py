@@ -7,12 +7,12 @@ Both families run one kernel, the *tap convolution* (contract in
 =========== ====== ================================================================
 name        device where
 =========== ====== ================================================================
-cpp         cpu    ``gmcore.functional._tap_conv_cpu`` (``csrc/masked_conv_cpu.cpp``
+cpp         cpu    ``gmcore.kernels._tap_conv_cpu`` (``csrc/masked_conv_cpu.cpp``
                    packing kernels + BLAS GEMM through NumPy)
 numba       cpu    ``kernels/numba/masked_conv.py`` (same design, numba packing kernels)
 reference   cpu    ``gmcore.functional._tap_conv_reference`` (NumPy im2col over the taps)
 triton      cuda   ``kernels/triton/masked_conv.py`` (implicit GEMM)
-cuda        cuda   ``gmcore.functional._masked_conv_cuda`` (``csrc/masked_conv.cu``)
+cuda        cuda   ``gmcore.kernels._masked_conv_cuda`` (``csrc/masked_conv.cu``)
 reference   cuda   the same reference on CuPy
 =========== ====== ================================================================
 
@@ -50,7 +50,7 @@ def _load_reference_cuda():
 
 def _load_cpp():
     dispatch.require_C()
-    from . import _tap_conv_cpu  # raises RuntimeError when _C lacks the masked_conv kernels
+    from ..kernels import _tap_conv_cpu  # raises RuntimeError when _C lacks the masked_conv kernels
     _tap_conv_cpu.check_available()
     return _tap_conv_cpu
 
@@ -76,7 +76,7 @@ def _load_cuda():
     dispatch.require_cupy()
     dispatch.require_C(cuda=True)
     try:
-        from . import _masked_conv_cuda
+        from ..kernels import _masked_conv_cuda
     except ImportError as exc:
         raise ImportError(f"CUDA tap-convolution module unavailable ({exc})") from None
     return _masked_conv_cuda

@@ -3,109 +3,22 @@ clipping activations ``hardtanh``, ``relu6``, ``softsign``, and ``celu``, ``hard
 
 (The elementwise activations ``sigmoid relu gelu silu softplus ...`` are in ``pointwise``.)
 """
-import warnings
-
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..backend import xp_of
 from ..tensor import Tensor
-from ._util import normalize_dim
-from .pointwise import _as_array, elu, softplus, tanh, where
+from .pointwise import _as_array, elu, sigmoid, softplus, tanh, where
+from . import _activation_kernels as _act
 from .. import backend
 
 __all__ = ["softmax", "log_softmax", "dropout", "triu", "tril", "hardtanh", "relu6", "softsign",
            "celu", "hardswish", "mish"]
 
 
-# ---- softmax / log_softmax ------------------------------------------------------------------
-
-def _shifted(x, dim):
-    """``x - max(x)`` along ``dim`` (the max-shift that keeps exp from overflowing)."""
-    xp = xp_of(x)
-    return x - xp.max(x, axis=dim, keepdims=True)
-
-
-class Softmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        d = normalize_dim(dim, x.ndim)  # a 0-d input accepts dim 0 or -1 only (torch)
-        ctx.dim = None if x.ndim == 0 else d
-        xp = xp_of(x)
-        if x.ndim == 0 or x.size == 0:
-            y = xp.ones_like(x)
-        else:
-            with np.errstate(invalid="ignore", over="ignore"):  # all -inf rows give NaN, as torch
-                e = xp.exp(_shifted(x, ctx.dim))
-                y = e / e.sum(axis=ctx.dim, keepdims=True)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        y, = ctx.saved_tensors
-        gy = g * y
-        # dx = y * (g - sum(g * y)): the Jacobian diag(y) - y y^T applied to g
-        s = gy if ctx.dim is None else gy.sum(ctx.dim, keepdim=True)
-        return gy - y * s, None
-
-
-class LogSoftmax(Function):
-    @staticmethod
-    def forward(ctx, x, dim):
-        d = normalize_dim(dim, x.ndim)  # a 0-d input accepts dim 0 or -1 only (torch)
-        ctx.dim = None if x.ndim == 0 else d
-        xp = xp_of(x)
-        if x.ndim == 0 or x.size == 0:
-            y = xp.zeros_like(x)
-        else:
-            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                z = _shifted(x, ctx.dim)
-                y = z - xp.log(xp.exp(z).sum(axis=ctx.dim, keepdims=True))
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        y, = ctx.saved_tensors
-        # dx = g - softmax(x) * sum(g), with softmax(x) = exp(y)
-        s = g if ctx.dim is None else g.sum(ctx.dim, keepdim=True)
-        return g - y.exp() * s, None
-
-
-def _softmax_input(input, dim, dtype, op):
-    if dtype is not None:
-        input = input.to(dtype)
-    if not input.is_floating_point():
-        raise TypeError(f"{op}(): expected a floating point input, got {input.dtype} "
-                        "(pass dtype=gmcore.float32 to convert)")
-    if dim is None:  # PyTorch's legacy implicit choice
-        dim = 0 if input.ndim in (0, 1, 3) else 1
-        warnings.warn(f"Implicit dimension choice for {op} has been deprecated. Change the call "
-                      "to include dim=X as an argument.", UserWarning, stacklevel=3)
-    return input, dim
-
-
-def softmax(input, dim=None, dtype=None):
-    """``exp(x) / sum(exp(x))`` along ``dim``, computed with the max subtracted (no overflow).
-
-    >>> import gmcore as gm
-    >>> gm.softmax(gm.tensor([[1.0, 1.0], [0.0, 1000.0]]), dim=1).tolist()
-    [[0.5, 0.5], [0.0, 1.0]]
-    """
-    input, dim = _softmax_input(input, dim, dtype, "softmax")
-    return Softmax.apply(input, dim)
-
-
-def log_softmax(input, dim=None, dtype=None):
-    """``x - logsumexp(x)`` along ``dim`` (stable: finite even for huge logits).
-
-    >>> import gmcore as gm
-    >>> gm.log_softmax(gm.tensor([0.0, 1000.0]), dim=0).tolist()
-    [-1000.0, 0.0]
-    """
-    input, dim = _softmax_input(input, dim, dtype, "log_softmax")
-    return LogSoftmax.apply(input, dim)
+# softmax / log_softmax live in softmax.py (their kernel family); re-exported here so that
+# ``from gmcore.functional.activation import softmax`` keeps working.
+from .softmax import Softmax, LogSoftmax, softmax, log_softmax  # noqa: E402,F401
 
 
 # ---- dropout ----------------------------------------------------------------------------------
@@ -284,12 +197,32 @@ def hardswish(input):
     return Hardswish.apply(input)
 
 
+class Mish(Function):
+    """One fused pass each way (the ``activation`` kernel family); the recorded backward
+    (create_graph=True) is built from tensor ops: mish'(x) = t + x (1 - t^2) sigmoid(x),
+    t = tanh(softplus(x))."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _act.forward("mish", x)
+
+    @staticmethod
+    def backward(ctx, g):
+        if not is_grad_enabled():
+            x, = ctx.saved_arrays
+            return Tensor(_act.backward("mish", g.data, x))
+        x, = ctx.saved_tensors
+        t = tanh(softplus(x))
+        return g * (t + x * (1 - t * t) * sigmoid(x))
+
+
 def mish(input):
-    """``x * tanh(softplus(x))`` (Misra 2019); softplus is the overflow-free form.
+    """``x * tanh(softplus(x))`` (Misra 2019), computed without overflow.
 
     >>> import gmcore as gm
     >>> gm.mish(gm.tensor([0.0, 100.0, -1e4])).tolist()
     [0.0, 100.0, -0.0]
     """
     _check_float(input, "mish")
-    return input * tanh(softplus(input))
+    return Mish.apply(input)

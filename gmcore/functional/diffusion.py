@@ -93,7 +93,7 @@ def _load_cuda(op):
     _C = dispatch.require_C(cuda=True)
     if not hasattr(_C, f"diffusion_{op}_cuda"):
         raise RuntimeError(f"gmcore._C has no diffusion_{op}_cuda (rebuild the extension)")
-    from ._diffusion_cuda import launcher
+    from ..kernels._diffusion_cuda import launcher
     return launcher(_C, op)
 
 

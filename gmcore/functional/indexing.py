@@ -16,7 +16,7 @@ import operator
 
 import numpy as np
 
-from .. import backend
+from .. import autograd, backend
 from ..autograd import Function
 from ..backend import xp_of
 from ._util import normalize_dim, reduce_grad, shape_of
@@ -577,6 +577,11 @@ class Embedding(Function):
     def backward(ctx, g):
         if not ctx.needs_input_grad[1]:
             return None, None, None
+        if not autograd.is_grad_enabled():  # not recorded: the fused kernel (embedding family)
+            from ._embedding import embedding_backward
+            gw = embedding_backward(ctx.idx, g.data, ctx.w_shape[0], ctx.padding_idx)
+            return None, _tensor_cls()(gw), None
+        # recorded (create_graph): tensor ops, differentiable again
         if ctx.padding_idx is not None:
             # the padding row gets no gradient: drop the rows that looked it up
             g = MaskedFill.apply(g, (ctx.idx == ctx.padding_idx)[..., None], 0)

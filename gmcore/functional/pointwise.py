@@ -19,9 +19,10 @@ import numpy as np
 
 from .._dtype import result_type
 from .. import backend
-from ..autograd import Function
+from ..autograd import Function, is_grad_enabled
 from ..backend import xp_of
 from ..tensor import Tensor
+from . import _activation_kernels as _act
 from . import _special
 from ._compare import *  # noqa: F401,F403
 from ._compare import __all__ as _compare_all
@@ -118,9 +119,6 @@ LogSigmoid = _unary("LogSigmoid",
                     lambda g, x: g * sigmoid(-x), save="input")
 Relu = _unary("Relu", lambda xp, x: xp.maximum(x, 0), lambda g, y: where(y > 0, g, 0),
               floatify=False)
-# silu'(x) = s (1 + x (1 - s)) with s = sigmoid(x)
-Silu = _unary("Silu", lambda xp, x: x * _sigmoid_array(xp, x),
-              lambda g, x: _silu_grad(g, x), save="input")
 Square = _unary("Square", lambda xp, x: x * x, lambda g, x: g * (2 * x), save="input",
                 floatify=False)
 Reciprocal = _unary("Reciprocal", lambda xp, x: 1 / x, lambda g, y: g * (-y * y))
@@ -151,11 +149,6 @@ Log2 = _unary("Log2", lambda xp, x: xp.log2(x), lambda g, x: g / (x * _LN2), sav
 Exp2 = _unary("Exp2", lambda xp, x: xp.exp2(x), lambda g, y: g * (y * _LN2))
 
 
-def _silu_grad(g, x):
-    s = sigmoid(x)
-    return g * (s * (1 + x * (1 - s)))
-
-
 class Round(Function):
     @staticmethod
     def forward(ctx, x, decimals=0):
@@ -170,21 +163,49 @@ class Round(Function):
         return _zeros(g)
 
 
-class Softplus(Function):
+# ---- activations with fused kernels (the ``activation`` family, _activation_kernels) ----------
+# Forward runs the dispatched kernel (one pass). Backward runs the fused kernel when it is not
+# being recorded; with create_graph=True it is built from tensor ops (below), so gradients of
+# gradients work whichever implementation ran the forward.
+
+def _fused_backward(ctx, g, a=0.0, b=0.0):
+    """The not-recorded backward: one kernel pass over (g, x)."""
+    x, = ctx.saved_arrays
+    return Tensor(_act.backward(ctx.op, g.data, x, a, b))
+
+
+def _activation_forward(ctx, x, name, op, a=0.0, b=0.0):
+    _check_input(x, name)
+    x = to_float(x)
+    ctx.op = op
+    ctx.save_for_backward(x)
+    return _act.forward(op, x, a, b)
+
+
+class Silu(Function):
     @staticmethod
-    def forward(ctx, x, beta=1.0, threshold=20.0):
-        _check_input(x, "softplus")
-        x = to_float(x)
-        xp = xp_of(x)
-        bx = x * beta
-        # log1p(exp(bx)) = max(bx, 0) + log1p(exp(-|bx|)): no overflow; linear above threshold
-        smooth = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
-        ctx.beta, ctx.threshold = beta, threshold
-        ctx.save_for_backward(x)
-        return _as_array(xp, backend.where(bx > threshold, x, smooth).astype(x.dtype, copy=False))
+    def forward(ctx, x):
+        return _activation_forward(ctx, x, "silu", "silu")
 
     @staticmethod
     def backward(ctx, g):
+        if not is_grad_enabled():
+            return _fused_backward(ctx, g)
+        x, = ctx.saved_tensors
+        s = sigmoid(x)  # silu'(x) = s (1 + x (1 - s))
+        return g * (s * (1 + x * (1 - s)))
+
+
+class Softplus(Function):
+    @staticmethod
+    def forward(ctx, x, beta=1.0, threshold=20.0):
+        ctx.beta, ctx.threshold = beta, threshold
+        return _activation_forward(ctx, x, "softplus", "softplus", beta, threshold)
+
+    @staticmethod
+    def backward(ctx, g):
+        if not is_grad_enabled():
+            return _fused_backward(ctx, g, ctx.beta, ctx.threshold)
         x, = ctx.saved_tensors
         bx = x * ctx.beta
         return where(bx > ctx.threshold, g, g * sigmoid(bx))
@@ -193,14 +214,13 @@ class Softplus(Function):
 class LeakyRelu(Function):
     @staticmethod
     def forward(ctx, x, negative_slope=0.01):
-        _check_input(x, "leaky_relu")
-        x = to_float(x)
         ctx.slope = negative_slope
-        ctx.save_for_backward(x)
-        return _as_array(xp_of(x), xp_of(x).where(x > 0, x, x * negative_slope))
+        return _activation_forward(ctx, x, "leaky_relu", "leaky_relu", negative_slope)
 
     @staticmethod
     def backward(ctx, g):
+        if not is_grad_enabled():
+            return _fused_backward(ctx, g, ctx.slope)
         x, = ctx.saved_tensors
         return where(x > 0, g, g * ctx.slope)
 
@@ -208,49 +228,60 @@ class LeakyRelu(Function):
 class Elu(Function):
     @staticmethod
     def forward(ctx, x, alpha=1.0):
-        _check_input(x, "elu")
-        x = to_float(x)
-        xp = xp_of(x)
-        # expm1 of min(x, 0): the branch not taken cannot overflow
-        y = _as_array(xp, backend.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0))))
         ctx.alpha = alpha
-        ctx.save_for_backward(x, y)
-        return y
+        return _activation_forward(ctx, x, "elu", "elu", alpha)
 
     @staticmethod
     def backward(ctx, g):
-        x, y = ctx.saved_tensors
-        # for x <= 0: d/dx alpha (exp(x) - 1) = alpha exp(x) = y + alpha
-        return where(x > 0, g, g * (y + ctx.alpha))
+        if not is_grad_enabled():
+            return _fused_backward(ctx, g, ctx.alpha)
+        x, = ctx.saved_tensors
+        # for x <= 0: d/dx alpha (exp(x) - 1) = alpha exp(x); exp of min(x, 0) cannot overflow
+        return where(x > 0, g, g * (ctx.alpha * exp(minimum(x, 0.0))))
 
 
 class Gelu(Function):
     @staticmethod
     def forward(ctx, x, approximate="none"):
-        _check_input(x, "gelu")
-        x = to_float(x)
-        xp = xp_of(x)
-        ctx.approximate = approximate
-        ctx.save_for_backward(x)
-        with np.errstate(all="ignore"):
-            if approximate == "tanh":
-                y = 0.5 * x * (1 + xp.tanh(_GELU_K * (x + _GELU_C * x * x * x)))
-            else:
-                y = 0.5 * x * (1 + _special.erf(x * _SQRT1_2))
-        return _as_array(xp, y.astype(x.dtype, copy=False))
+        return _activation_forward(ctx, x, "gelu", "gelu_tanh" if approximate == "tanh" else "gelu")
 
     @staticmethod
     def backward(ctx, g):
+        if not is_grad_enabled():
+            return _fused_backward(ctx, g)
         x, = ctx.saved_tensors
-        if ctx.approximate == "tanh":
+        if ctx.op == "gelu_tanh":
             x2 = x * x
             t = tanh(_GELU_K * (x + _GELU_C * x2 * x))
             dt = _GELU_K * (1 + 3 * _GELU_C * x2)
             return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * dt)
         # gelu'(x) = Phi(x) + x phi(x)
-        cdf = 0.5 * (1 + erf(x * _SQRT1_2))
+        cdf = 0.5 * erfc(-x * _SQRT1_2)
         pdf = exp(-0.5 * x * x) * _INV_SQRT_2PI
         return g * (cdf + x * pdf)
+
+
+class ConcatElu(Function):
+    """``elu(cat([x, -x], 1))`` in one pass; backward ``g1 elu'(x) - g2 elu'(-x)``."""
+
+    @staticmethod
+    def forward(ctx, x, alpha=1.0):
+        _check_input(x, "concat_elu")
+        x = to_float(x)
+        ctx.alpha = alpha
+        ctx.save_for_backward(x)
+        return _act.concat_elu_forward(x, alpha)
+
+    @staticmethod
+    def backward(ctx, g):
+        if not is_grad_enabled():
+            x, = ctx.saved_arrays
+            return Tensor(_act.concat_elu_backward(g.data, x, ctx.alpha))
+        x, = ctx.saved_tensors
+        c = x.shape[1]
+        ae = ctx.alpha * exp(-abs(x))  # alpha exp(v) for whichever of v = x, -x is <= 0
+        g1, g2 = g[:, :c], g[:, c:]
+        return where(x > 0, g1, g1 * ae) - where(x < 0, g2, g2 * ae)
 
 
 def exp(input):
@@ -371,12 +402,22 @@ def relu(input):
 
 
 def leaky_relu(input, negative_slope=0.01):
-    """``x`` where ``x > 0``, else ``negative_slope * x``."""
+    """``x`` where ``x > 0``, else ``negative_slope * x``.
+
+    >>> import gmcore as gm
+    >>> gm.leaky_relu(gm.tensor([-2.0, 3.0]), 0.25).tolist()
+    [-0.5, 3.0]
+    """
     return LeakyRelu.apply(input, negative_slope=negative_slope)
 
 
 def elu(input, alpha=1.0):
-    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``."""
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``.
+
+    >>> import gmcore as gm
+    >>> [f"{v:.4f}" for v in gm.elu(gm.tensor([-1.0, 2.0])).tolist()]
+    ['-0.6321', '2.0000']
+    """
     return Elu.apply(input, alpha=alpha)
 
 
@@ -393,8 +434,32 @@ def gelu(input, approximate="none"):
 
 
 def silu(input):
-    """``x * sigmoid(x)`` (swish)."""
+    """``x * sigmoid(x)`` (swish), forward and backward one fused pass each.
+
+    >>> import gmcore as gm
+    >>> [f"{v:.4f}" for v in gm.silu(gm.tensor([-1.0, 0.0, 2.0])).tolist()]
+    ['-0.2689', '0.0000', '1.7616']
+    """
     return Silu.apply(input)
+
+
+def concat_elu(input, alpha=1.0):
+    """``elu(cat([x, -x], dim=1), alpha)`` (PixelCNN++'s nonlinearity), one fused pass each way.
+
+    ``input`` is (B, C, ...); the result is (B, 2C, ...). Exported as
+    ``gmcore.nn.functional.concat_elu``.
+
+    >>> import gmcore as gm
+    >>> import gmcore.nn.functional as F
+    >>> [f"{v:.4f}" for v in F.concat_elu(gm.tensor([[1.0], [-1.0]])).reshape(-1).tolist()]
+    ['1.0000', '-0.6321', '-0.6321', '1.0000']
+    """
+    if not isinstance(input, Tensor):
+        raise TypeError(f"concat_elu(): input must be a Tensor, not {type(input).__name__}")
+    if input.ndim < 2:
+        raise ValueError(f"concat_elu(): input must have at least 2 dims (batch, channels, ...), "
+                         f"got shape {tuple(input.shape)}")
+    return ConcatElu.apply(input, alpha=alpha)
 
 
 def square(input):

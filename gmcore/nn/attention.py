@@ -229,7 +229,7 @@ class MultiheadAttention(Module):
             mask = kpm if mask is None else mask + kpm
 
         p = self.dropout if self.training else 0.0
-        out, w = _attention(q, k, v, mask, p, False, None, False, op)
+        out, w = _attention(q, k, v, mask, p, False, None, False, op, need_weights=need_weights)
         out = out.permute((2, 0, 1, 3)).reshape(L, N, E)
         out = self.out_proj(out)
         if need_weights:
@@ -342,7 +342,8 @@ class SelfAttention2d(Module):
 
         def heads(t):  # (N, HW, c) -> (N, heads, HW, c / heads)
             return t.reshape(N, H * W, nh, -1).transpose(1, 2)
-        out, _ = _attention(heads(q), heads(k), heads(v), None, 0.0, False, None, True, op)
+        out, _ = _attention(heads(q), heads(k), heads(v), None, 0.0, False, None, True, op,
+                            need_weights=False)
         out = out.transpose(1, 2).reshape(N, H * W, C)
         out = linear(out, self.proj_weight, self.proj_bias).transpose(1, 2).reshape(N, C, H, W)
         if self.residual == "sagan":

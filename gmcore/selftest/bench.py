@@ -100,6 +100,61 @@ def _eps_loss(t, lib):
     return F.eps_mse_loss(t["p"], t["n"], t["t"])
 
 
+def _attention(t, lib):
+    if lib == "torch":
+        import torch.nn.functional as TF
+    else:
+        import gmcore.nn.functional as TF
+    return TF.scaled_dot_product_attention(t["q"], t["k"], t["v"], is_causal=True).square().sum()
+
+
+def _group_norm(t, lib):
+    if lib == "torch":
+        import torch.nn.functional as TF
+    else:
+        import gmcore.nn.functional as TF
+    return TF.group_norm(t["x"], 8, t["w"], t["b"]).square().sum()
+
+
+def _cross_entropy(t, lib):
+    if lib == "torch":
+        import torch.nn.functional as TF
+    else:
+        import gmcore.nn.functional as TF
+    return TF.cross_entropy(t["x"], t["target"], label_smoothing=0.1)
+
+
+def _embedding(t, lib):
+    if lib == "torch":
+        import torch.nn.functional as TF
+    else:
+        import gmcore.nn.functional as TF
+    return TF.embedding(t["idx"], t["w"]).square().sum()
+
+
+def _gelu(t, lib):
+    if lib == "torch":
+        import torch.nn.functional as TF
+    else:
+        import gmcore.nn.functional as TF
+    return TF.gelu(t["x"]).square().sum()
+
+
+def _strided_conv(t, lib):
+    if lib == "torch":
+        import torch.nn.functional as TF
+    else:
+        import gmcore.nn.functional as TF
+    return TF.conv2d(t["x"], t["w"], stride=2, padding=1).square().sum()
+
+
+def _max_pool(t, lib):
+    if lib == "torch":
+        import torch.nn.functional as TF
+    else:
+        import gmcore.nn.functional as TF
+    return TF.max_pool2d(t["x"], 2).square().sum()
+
 def _cases(big: bool):
     s = 4 if big else 1
     mask = np.ones((32, 32, 3, 3))
@@ -119,6 +174,24 @@ def _cases(big: bool):
         ("diffusion", "eps_mse_loss", f"{32 * s}x3x32x32",
          lambda r: {"p": r.standard_normal((32 * s, 3, 32, 32)), "n": r.standard_normal((32 * s, 3, 32, 32)),
                     "t": r.integers(0, 1000, 32 * s)}, _eps_loss),
+        ("attention", "sdpa causal", f"{4 * s}x4x256x32",
+         lambda r: {n: r.standard_normal((4 * s, 4, 256, 32)) for n in ("q", "k", "v")}, _attention),
+        ("norm", "group_norm 8 groups", f"{8 * s}x64x16x16",
+         lambda r: {"x": r.standard_normal((8 * s, 64, 16, 16)), "w": r.standard_normal(64),
+                    "b": r.standard_normal(64)}, _group_norm),
+        ("softmax", "cross_entropy smooth 0.1", f"{512 * s}x1000",
+         lambda r: {"x": r.standard_normal((512 * s, 1000)), "target": r.integers(0, 1000, 512 * s)},
+         _cross_entropy),
+        ("embedding", "embedding", f"{64 * s}x256 of 10kx128",
+         lambda r: {"idx": r.integers(0, 10000, (64 * s, 256)), "w": r.standard_normal((10000, 128))},
+         _embedding),
+        ("activation", "gelu", f"{64 * s}x256x32",
+         lambda r: {"x": r.standard_normal((64 * s, 256, 32))}, _gelu),
+        ("conv", "conv2d 4x4 stride 2", f"{8 * s}x64x32x32",
+         lambda r: {"x": r.standard_normal((8 * s, 64, 32, 32)), "w": r.standard_normal((128, 64, 4, 4)) * 0.05},
+         _strided_conv),
+        ("pool", "max_pool2d 2x2", f"{8 * s}x64x32x32",
+         lambda r: {"x": r.standard_normal((8 * s, 64, 32, 32))}, _max_pool),
     ]
 
 

@@ -237,6 +237,157 @@ def _wavenet(t):
                                        dilation=2, cond=t.get("cond"))
 
 
+# ---- softmax / cross_entropy / embedding -----------------------------------------------------
+
+def _softmax_cases(rng):
+    big = rng.standard_normal((6, 33)) * 3
+    big[0] += 80.0  # exp overflows float32 without the max shift
+    big[1, ::2] = -np.inf  # exact zeros of the softmax
+    return [Case("rows", {"x": big}, ("x",)),
+            Case("middle-dim", {"x": rng.standard_normal((3, 7, 5)) * 2}, ("x",))]
+
+
+def _softmax_call(t):
+    dim = 1 if t["x"].ndim == 3 else -1
+    x = t["x"]
+    return (_F().softmax(x, dim), _F().log_softmax(x, dim))
+
+
+def _ce_cases(rng):
+    x = rng.standard_normal((9, 11)) * 3
+    target = rng.integers(0, 11, 9)
+    target[[2, 5]] = -100  # ignored
+    xs = rng.standard_normal((4, 6, 3))
+    return [Case("rows", {"x": x, "target": target, "weight": rng.uniform(0.5, 2.0, 11)}, ("x",)),
+            Case("spatial", {"x": xs, "target": rng.integers(0, 6, (4, 3)),
+                             "weight": np.ones(6)}, ("x",))]
+
+
+def _ce_call(t):
+    import gmcore.nn.functional as NF
+
+    return (NF.cross_entropy(t["x"], t["target"], weight=t["weight"], label_smoothing=0.1),
+            NF.cross_entropy(t["x"], t["target"], reduction="none"))
+
+
+def _embedding_cases(rng):
+    idx = rng.integers(0, 13, (5, 7))  # repeated rows
+    return [Case("repeats", {"idx": idx, "w": rng.standard_normal((13, 6))}, ("w",))]
+
+
+def _embedding_call(t):
+    return (_F().embedding(t["idx"], t["w"], padding_idx=3) * 1.5,)
+
+
+# ---- activation ------------------------------------------------------------------------------
+
+def _activation_cases(rng):
+    edge = np.array([0.0, 1e-8, -1e-8, 5.0, -5.0, 25.0, -25.0, 90.0, -90.0, 1e4, -1e4])
+    return [Case("random", {"x": rng.standard_normal((5, 9, 7)) * 3}, ("x",)),
+            Case("edge", {"x": edge}, ("x",))]
+
+
+def _activation_call(t):
+    F = _F()
+    x = t["x"]
+    return (F.gelu(x), F.gelu(x, approximate="tanh"), F.silu(x), F.elu(x, 0.7),
+            F.leaky_relu(x, 0.2), F.softplus(x, beta=2.0, threshold=10.0), F.mish(x))
+
+
+def _concat_elu_cases(rng):
+    return [Case("random", {"x": rng.standard_normal((3, 5, 4, 7)) * 3}, ("x",))]
+
+
+def _concat_elu_call(t):
+    import gmcore.nn.functional as NF
+
+    return (NF.concat_elu(t["x"]),)
+
+
+# ---- attention -------------------------------------------------------------------------------
+
+def _attention_cases(rng):
+    q, k, v = rng.standard_normal((2, 3, 9, 5)), rng.standard_normal((2, 3, 7, 5)), rng.standard_normal((2, 3, 7, 4))
+    mask = np.where(rng.random((9, 7)) < 0.3, -np.inf, rng.standard_normal((9, 7)))
+    mask[2] = -np.inf  # a fully masked row: zero output, zero gradients
+    big = {"q": q * 30.0, "k": k, "v": v, "causal": np.array(True)}  # large logits
+    return [Case("plain", {"q": q, "k": k, "v": v, "causal": np.array(False)}, ("q", "k", "v")),
+            Case("causal", {"q": q, "k": k, "v": v, "causal": np.array(True)}, ("q", "k", "v")),
+            Case("large-logits-causal", big, ("q", "k", "v")),
+            Case("mask", {"q": q, "k": k, "v": v, "causal": np.array(False), "mask": mask}, ("q", "k", "v"))]
+
+
+def _attention_call(t):
+    import gmcore.nn.functional as NF
+
+    return (NF.scaled_dot_product_attention(t["q"], t["k"], t["v"], attn_mask=t.get("mask"),
+                                            is_causal=bool(t["causal"].item())),)
+
+
+# ---- norm (layer_norm, group_norm, batch_norm) ---------------------------------------------
+
+def _norm_cases(rng, names):
+    x = rng.standard_normal((3, 6, 5)) * 2 + 1
+    edge = 3.0 + rng.standard_normal((3, 6, 5)) * 0.1  # an offset (float32 inputs round it)
+    edge[0] = 1.5  # constant rows / groups: variance 0
+    params = {"w": rng.standard_normal(6), "b": rng.standard_normal(6), "wl": rng.standard_normal(5),
+              "bl": rng.standard_normal(5), "rm": rng.standard_normal(6), "rv": rng.uniform(0.5, 2, 6)}
+    return [Case("random", dict(params, x=x), names), Case("edge", dict(params, x=edge), names)]
+
+
+def _nnF():
+    import gmcore.nn.functional as NF
+
+    return NF
+
+
+def _layer_norm_call(t):
+    return (_nnF().layer_norm(t["x"], (5,), t["wl"], t["bl"]), _nnF().layer_norm(t["x"], (6, 5)))
+
+
+def _group_norm_call(t):
+    return (_nnF().group_norm(t["x"], 3, t["w"], t["b"]), _nnF().instance_norm(t["x"]))
+
+
+def _batch_norm_call(t):
+    return (_nnF().batch_norm(t["x"], None, None, t["w"], t["b"], training=True),
+            _nnF().batch_norm(t["x"], t["rm"], t["rv"], t["w"], t["b"], training=False),
+            _nnF().batch_norm(t["x"][:, :, 0], None, None, t["w"], t["b"], training=True))
+
+
+# ---- pool ----------------------------------------------------------------------------------
+
+def _pool_cases(rng):
+    x = rng.permutation(2 * 3 * 7 * 9).reshape(2, 3, 7, 9) / 10.0  # distinct: one argmax each
+    return [Case("random", {"x": x}, ("x",)),
+            Case("batch-1", {"x": rng.standard_normal((1, 2, 5, 6))}, ("x",))]
+
+
+def _pool(t):
+    import gmcore.nn.functional as NF
+
+    x = t["x"]
+    return (NF.max_pool2d(x, 2), NF.max_pool2d(x, 3, 2, 1, ceil_mode=True), NF.avg_pool2d(x, 2),
+            NF.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+
+# ---- conv (stride-2 and plain convolutions: compiled im2col/col2im, phase planes) -------------
+
+def _strided_cases(rng):
+    return [Case("4x4", {"x": rng.standard_normal((2, 3, 9, 8)), "w": rng.standard_normal((5, 3, 4, 4)) * 0.2,
+                         "wt": rng.standard_normal((3, 4, 4, 4)) * 0.2, "b": rng.standard_normal(5)},
+                 ("x", "w", "wt", "b")),
+            Case("3x3", {"x": rng.standard_normal((1, 3, 7, 7)), "w": rng.standard_normal((4, 3, 3, 3)) * 0.3,
+                         "wt": rng.standard_normal((3, 2, 3, 3)) * 0.3, "b": rng.standard_normal(4)},
+                 ("x", "w", "wt", "b"))]
+
+
+def _strided(t):
+    import gmcore.nn.functional as NF
+
+    x = t["x"]
+    return (NF.conv2d(x, t["w"], t["b"], stride=2, padding=1), NF.conv2d(x, t["w"], padding=1),
+            NF.conv_transpose2d(x, t["wt"], stride=2, padding=1))
+
 SPECS: list[Spec] = [
     Spec("logsumexp", "logsumexp", ("forward",), _lse_cases, lambda t: (_F().logsumexp(t["x"], dim=-1),)),
     Spec("dlml", "nll", ("forward",), _dlml_cases, _dlml_call, tol32=3e-4),
@@ -255,7 +406,25 @@ SPECS: list[Spec] = [
     Spec("masked_conv", "masked_conv2d", ("tap_conv2d",), _conv_cases, _masked, tol32=1e-4),
     Spec("masked_conv", "shifted_conv2d", ("tap_conv2d",), _conv_cases, _shifted, tol32=1e-4),
     Spec("masked_conv", "conv2d", ("conv2d",), _conv_cases, _plain_conv, tol32=1e-4),
+    Spec("conv", "conv2d+conv_transpose2d", ("conv2d",), _strided_cases, _strided, tol32=1e-4),
+    Spec("pool", "max/avg_pool2d", ("max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward"),
+         _pool_cases, _pool),
     Spec("causal_conv", "causal_conv1d", ("tap_conv2d",), _causal_cases, _causal, tol32=1e-4),
     Spec("causal_conv", "wavenet_block", ("wavenet_gate_forward", "wavenet_gate_backward"), _wavenet_cases,
          _wavenet, tol32=1e-4),
+    Spec("softmax", "softmax+log_softmax", ("forward", "backward"), _softmax_cases, _softmax_call),
+    Spec("softmax", "cross_entropy", ("ce_forward", "ce_backward"), _ce_cases, _ce_call, tol32=1e-4),
+    Spec("embedding", "embedding", ("backward",), _embedding_cases, _embedding_call),
+    Spec("attention", "scaled_dot_product_attention", ("forward", "backward"), _attention_cases,
+         _attention_call, tol32=1e-4),
+    Spec("norm", "layer_norm", ("row_forward", "row_backward"), lambda r: _norm_cases(r, ("x", "wl", "bl")),
+         _layer_norm_call, tol32=1e-4),
+    Spec("norm", "group_norm+instance_norm", ("row_forward", "row_backward"),
+         lambda r: _norm_cases(r, ("x", "w", "b")), _group_norm_call, tol32=1e-4),
+    Spec("norm", "batch_norm", ("chan_forward", "chan_backward"), lambda r: _norm_cases(r, ("x", "w", "b")),
+         _batch_norm_call, tol32=1e-4),
+    Spec("activation", "gelu silu elu leaky_relu softplus mish", ("forward", "backward"), _activation_cases,
+         _activation_call),
+    Spec("activation", "concat_elu", ("concat_elu_forward", "concat_elu_backward"), _concat_elu_cases,
+         _concat_elu_call),
 ]

@@ -6,7 +6,7 @@ into a ``(T*C, N*Ho*Wo)`` block (row t*C + c = tap t of channel c for every outp
 rows). Both are serial on purpose, as the C++ ones (the reason and the measurement are in
 ``csrc/masked_conv_cpu.cpp``: OpenBLAS's spinning workers stall a parallel region run between
 two GEMMs, 3x slower here with numba's threads). The GEMMs and the batch chunking run in
-:class:`gmcore.functional._tap_conv_cpu.PackedGemmTapConv` through NumPy's BLAS (numba's
+:class:`gmcore.kernels._tap_conv_cpu.PackedGemmTapConv` through NumPy's BLAS (numba's
 ``np.dot`` would need scipy). Pure data movement: the dtype of the arrays is kept exactly.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from gmcore.functional._tap_conv_cpu import PackedGemmTapConv
+from gmcore.kernels._tap_conv_cpu import PackedGemmTapConv
 
 __all__ = ["tap_conv2d_forward", "tap_conv2d_input_grad", "tap_conv2d_weight_grad", "pack",
            "unpack"]

@@ -37,8 +37,8 @@ import triton
 import triton.language as tl
 
 from gmcore.backend import xp_of
-from gmcore.functional._masked_conv_cuda import (_device_taps, check_forward, check_input_grad,
-                                                 check_weight_grad, weight_grad_splits)
+from gmcore.kernels._masked_conv_cuda import (_device_taps, check_forward, check_input_grad,
+                                              check_weight_grad, weight_grad_splits)
 from gmcore.kernels._launch import cdiv, interpreting, tl_arg
 
 __all__ = ["tap_conv2d_forward", "tap_conv2d_input_grad", "tap_conv2d_weight_grad", "all_taps",

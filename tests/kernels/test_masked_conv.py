@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 import gmcore as gm
 import gmcore.nn.functional as F
 from gmcore import dispatch
-from gmcore.functional import _tap_conv_cpu, _tap_conv_reference
+from gmcore.functional import _tap_conv_reference
+from gmcore.kernels import _tap_conv_cpu
 from gmcore.testing import gradcheck
 
 HAVE_NUMBA = importlib.util.find_spec("numba") is not None

@@ -2,7 +2,7 @@
 
 * Triton (``kernels/triton/masked_conv.py``): through the CPU interpreter here (NumPy arrays);
   on a GPU machine the same tests run the compiled kernels on CuPy arrays.
-* CUDA (``gmcore.functional._masked_conv_cuda`` over ``csrc/masked_conv.cu``): needs a GPU;
+* CUDA (``gmcore.kernels._masked_conv_cuda`` over ``csrc/masked_conv.cu``): needs a GPU;
   skipped without one. Its host-side checks (shared with Triton) and the bindings' size checks run
   everywhere, and the kernels themselves run under a host emulation (threads + barriers, bottom
   of this file) so their index math and shared-memory phases are tested without a GPU.
@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import gmcore as gm
-from gmcore.functional import _masked_conv_cuda as mcc
+from gmcore.kernels import _masked_conv_cuda as mcc
 
 # ---- the float64 reference ------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ def test_grouped_conv_keeps_im2col(routed):
 
 
 def _direct_or_skip():
-    from gmcore.functional import _tap_conv_cpu
+    from gmcore.kernels import _tap_conv_cpu
     if not _tap_conv_cpu.direct_applies(np.float32, ((1, 1), (0, 0), (1, 1))):
         pytest.skip("the direct kernels need an x86-64 CPU with AVX-512")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ... import backend
 from ... import creation as gc
 from ... import functional as gf
 from ... import nn
@@ -129,9 +128,8 @@ class CharModel(GenerativeModel):
     def loss(self, batch):
         nll = self._nll_per_char(batch)
         if self.training:
-            ids = batch[0].data
-            xp = backend.xp_of(ids)
-            self.char_counts.data += xp.bincount(ids.reshape(-1), minlength=self.vocab_size)
+            with no_grad():
+                self.char_counts.add_(gf.bincount(batch[0].reshape(-1), minlength=self.vocab_size))
         return nll.mean(), {}
 
     def nll(self, batch, generator=None) -> Tensor:

@@ -44,11 +44,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import backend
+from ... import creation as gc
+from ... import functional as gf
 from ... import nn
+from ..._dtype import float64, int64
 from ...autograd import no_grad
 from ...nn import functional as F
-from ...random import _generator_for
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
@@ -226,58 +227,55 @@ class WaveNet(GenerativeModel):
         return loss, {"bits_per_sample": loss.item() / _LOG2}
 
     def _head_step(self, skip):
-        xp = backend.xp_of(skip)
-        h = xp.maximum(skip, 0) @ self.out1.weight.data[:, :, 0].T + self.out1.bias.data
-        return xp.maximum(h, 0) @ self.out2.weight.data[:, :, 0].T + self.out2.bias.data
+        """One step's outputs (n, O) from the skip sum (n, S): the 1x1 head as linear maps."""
+        h = F.linear(skip.relu(), self.out1.weight.squeeze(-1), self.out1.bias)
+        return F.linear(h.relu(), self.out2.weight.squeeze(-1), self.out2.bias)
 
-    def _draw(self, out, gen):
-        """Codes (n,) int64 drawn from one step's outputs (n, O) (raw arrays)."""
-        xp = backend.xp_of(out)
-        n = out.shape[0]
+    def _draw(self, out, generator):
+        """Codes (n,) int64 drawn from one step's outputs (n, O)."""
+        n, top = out.shape[0], self.levels - 1
         if self.config.output == "dlml":
-            params = Tensor(xp.ascontiguousarray(out.reshape(n, -1, 1)))
-            x = F.sample_discretized_logistic_mixture(params, self.levels, generator=gen).data[:, 0]
-            return xp.clip(xp.rint((x + 1.0) * (0.5 * (self.levels - 1))), 0, self.levels - 1
-                           ).astype(np.int64)
-        logits = out.astype(np.float64) / self.config.temperature
-        p = xp.exp(logits - logits.max(axis=1, keepdims=True))
-        cdf = xp.cumsum(p, axis=1)
-        u = gen.uniform((n, 1), 0.0, 1.0, np.float64) * cdf[:, -1:]
-        return xp.minimum((cdf < u).sum(axis=1), self.levels - 1).astype(np.int64)
+            params = out.reshape(n, -1, 1).contiguous()
+            x = F.sample_discretized_logistic_mixture(params, self.levels, generator=generator)
+            x = x[:, 0]
+            return ((x + 1.0) * (0.5 * top)).round().clamp(0, top).long()
+        # inverse CDF of the softmax: one uniform per row, the first bin whose CDF passes it
+        logits = out.double() / self.config.temperature
+        cdf = gf.cumsum((logits - logits.amax(1, keepdim=True)).exp(), 1)
+        u = gc.rand(n, 1, generator=generator, dtype=float64, device=out.device) * cdf[:, -1:]
+        return (cdf < u).sum(1).clamp(max=top).long()
 
     def _run(self, n, length, generator=None, labels=None, local=None, teacher=None):
         """The incremental sampler: (codes (n, length), outputs (n, O, length) if teacher)."""
         dev = self.inp.weight.device
-        gen = _generator_for(generator, dev)
         K, Q = self.config.input_kernel, self.levels
-        with no_grad(), backend.device_context(dev):
+        with no_grad():
             glob, loc = self._conditioning(n, length, labels, local)
-            state = self.stack.generation_state(n, None if glob is None else glob.data)
-            xp = state.xp
-            loc = None if loc is None else xp.ascontiguousarray(loc.data.transpose(2, 0, 1))
-            history = xp.full((n, K), Q, dtype=np.int64)   # the last K codes, oldest first
-            codes = xp.empty((n, length), dtype=np.int64)
-            outs = [] if teacher is not None else None
+            state = self.stack.generation_state(n, glob)
+            loc = None if loc is None else loc.permute(2, 0, 1).contiguous()   # (length, n, F)
+            history = gc.full((n, K), Q, dtype=int64, device=dev)  # the last K codes, oldest first
+            codes, outs = [], ([] if teacher is not None else None)
             for t in range(length):
-                skip = state.step(self.inp.step_arrays(history), None if loc is None else loc[t])
+                # the generation state and the input layer's step work on raw arrays: their
+                # queues live outside the graph
+                x_t = self.inp.step_arrays(history.data)
+                skip = Tensor(state.step(x_t, None if loc is None else loc.data[t]))
                 out = self._head_step(skip)
                 if teacher is not None:
                     outs.append(out)
                     c = teacher[:, t]
                 else:
-                    c = self._draw(out, gen)
-                codes[:, t] = c
-                history[:, :-1] = history[:, 1:]
-                history[:, -1] = c
-        return codes, (None if outs is None else xp.stack(outs, axis=2))
+                    c = self._draw(out, generator)
+                codes.append(c)
+                history = gf.cat([history[:, 1:], c.reshape(n, 1)], 1)
+        return gf.stack(codes, 1), (None if outs is None else gf.stack(outs, 2))
 
     def incremental_outputs(self, codes, labels=None, local=None) -> Tensor:
         """Teacher-forced outputs (B, O, T) computed step by step with the generation queues
         (equal to ``forward(codes)`` up to rounding: the check that the sampler is right)."""
         codes_, labels, local = self._unpack((codes,), labels, local)
-        _, outs = self._run(codes_.shape[0], codes_.shape[1], None, labels, local,
-                            teacher=codes_.data)
-        return Tensor(outs)
+        _, outs = self._run(codes_.shape[0], codes_.shape[1], None, labels, local, teacher=codes_)
+        return outs
 
     def sample(self, n, generator=None, labels=None, local=None, length=None) -> Tensor:
         """(n, length) int64 mu-law codes (``length`` defaults to the data's clip length),
@@ -287,10 +285,10 @@ class WaveNet(GenerativeModel):
         if n < 1 or length < 1:
             raise ValueError(f"sample needs n >= 1 and length >= 1, got n={n}, length={length}")
         if self.label_embedding is not None and labels is None:
-            xp = backend.xp_of(self.inp.weight.data)
-            labels = Tensor(xp.arange(n, dtype=np.int64) % self.config.num_classes)
+            labels = gc.arange(n, dtype=int64, device=self.inp.weight.device)
+            labels = labels % self.config.num_classes
         codes, _ = self._run(int(n), length, generator, labels, local)
-        return Tensor(codes)
+        return codes
 
     def save_samples(self, out_dir, dataset, generator=None, labels=None, local=None) -> dict:
         """Write ``samples.wav``: ``samples`` clips (mu-law decoded, 16-bit) separated by 0.25 s
@@ -301,7 +299,7 @@ class WaveNet(GenerativeModel):
         length = c.sample_length or self.data.shape[0]
         rate = int(getattr(dataset, "sample_rate", 16000))
         codes = self.sample(c.samples, generator=generator, labels=labels, local=local, length=length)
-        wave = mu_law_decode(backend.to_device(codes.data, "cpu"), self.levels)
+        wave = mu_law_decode(codes.cpu().numpy(), self.levels)
         gap = np.zeros((wave.shape[0], rate // 4), np.float32)
         audio = np.concatenate([wave, gap], axis=1).reshape(-1)[:-(rate // 4) or None]
         path = Path(out_dir) / "samples.wav"

@@ -16,3 +16,4 @@ from .attention import *  # noqa: F401,F403
 from .distance import *  # noqa: F401,F403
 from .gumbel import *  # noqa: F401,F403
 from .grid_sample import *  # noqa: F401,F403
+from ...functional.pointwise import concat_elu  # noqa: F401  (PixelCNN++'s; not a torch op)

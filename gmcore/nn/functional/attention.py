@@ -4,47 +4,46 @@ The softmax is max-shifted (no overflow) and *safe*: a row whose keys are all ma
 gives zero weights rather than NaN, which is what ``torch.nn.functional.scaled_dot_product_
 attention`` returns for such rows. A row with at least one allowed key never sees NaN: masked
 scores become exactly 0 after the softmax, and so do their gradients.
+
+Two paths compute it. The fused one (:mod:`gmcore.functional.attention`: the ``attention``
+kernel family, flash-attention style, saving only the per-row logsumexp for backward) runs
+whenever it can: float32/float64, no dropout, and a mask (bool or additive) that needs no
+gradient and broadcasts to the batch of query/key/value. Otherwise the tensor-op path below
+runs (it holds the (L, S) weights for backward, and returns them to ``nn.MultiheadAttention``).
 """
 import math
 
 import numpy as np
 
 from ... import backend
-from ...autograd import Function
 from ...functional.activation import dropout as _dropout
+from ...functional.attention import fusable as _fusable
+from ...functional.attention import fused_attention as _fused_attention
+from ...functional.attention import safe_softmax as _safe_softmax
 from ...tensor import Tensor
 from ._util import check_float
 
 __all__ = ["scaled_dot_product_attention"]
 
 
-class _SafeSoftmax(Function):
-    """Softmax over the last dim; all ``-inf`` rows give zeros (not NaN). Backward saves the
-    output only, with tensor ops, so gradients of any order are available."""
-
-    @staticmethod
-    def forward(ctx, x):
-        xp = backend.xp_of(x)
-        m = x.max(axis=-1, keepdims=True)
-        # an all -inf row has max -inf: shift by 0 instead, so exp gives 0 (not exp(nan))
-        m = backend.where(xp.isfinite(m), m, xp.zeros_like(m))
-        e = xp.exp(x - m)
-        s = e.sum(axis=-1, keepdims=True)
-        y = e / backend.where(s > 0, s, xp.ones_like(s))
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        y, = ctx.saved_tensors
-        gy = g * y
-        return gy - y * gy.sum(-1, keepdim=True)
-
-
-def _safe_softmax(x):
-    if x.shape[-1] == 0:
-        return x
-    return _SafeSoftmax.apply(x)
+def _check_mask(attn_mask, scores_shape, dtype, op):
+    """Raise the error naming the problem if ``attn_mask`` cannot mask scores of this shape."""
+    if not isinstance(attn_mask, Tensor):
+        raise TypeError(f"{op}: attn_mask must be a Tensor or None, got "
+                        f"{type(attn_mask).__name__}")
+    if attn_mask.is_floating_point():
+        if attn_mask.dtype != dtype:
+            raise RuntimeError(f"{op}: Expected attn_mask dtype to be bool or float or to match "
+                               f"query dtype, got {attn_mask.dtype} (query {dtype})")
+    elif attn_mask.data.dtype != np.bool_:
+        raise RuntimeError(f"{op}: Expected attn_mask dtype to be bool or float, got "
+                           f"{attn_mask.dtype}")
+    try:
+        np.broadcast_shapes(tuple(attn_mask.shape), tuple(scores_shape))
+    except ValueError:
+        raise RuntimeError(f"{op}: attn_mask of shape {tuple(attn_mask.shape)} does not "
+                           f"broadcast to the attention scores' shape "
+                           f"{tuple(scores_shape)}") from None
 
 
 def _merge_mask(scores, attn_mask, allowed_when_true, op):
@@ -52,29 +51,9 @@ def _merge_mask(scores, attn_mask, allowed_when_true, op):
     additive float mask to ``scores``; None passes through."""
     if attn_mask is None:
         return scores
-    if not isinstance(attn_mask, Tensor):
-        raise TypeError(f"{op}: attn_mask must be a Tensor or None, got "
-                        f"{type(attn_mask).__name__}")
+    _check_mask(attn_mask, scores.shape, scores.dtype, op)
     if attn_mask.is_floating_point():
-        if attn_mask.dtype != scores.dtype:
-            raise RuntimeError(f"{op}: Expected attn_mask dtype to be bool or float or to match "
-                               f"query dtype, got {attn_mask.dtype} (query {scores.dtype})")
-        try:
-            np.broadcast_shapes(tuple(attn_mask.shape), tuple(scores.shape))
-        except ValueError:
-            raise RuntimeError(f"{op}: attn_mask of shape {tuple(attn_mask.shape)} does not "
-                               f"broadcast to the attention scores' shape "
-                               f"{tuple(scores.shape)}") from None
         return scores + attn_mask
-    if attn_mask.data.dtype != np.bool_:
-        raise RuntimeError(f"{op}: Expected attn_mask dtype to be bool or float, got "
-                           f"{attn_mask.dtype}")
-    try:
-        np.broadcast_shapes(tuple(attn_mask.shape), tuple(scores.shape))
-    except ValueError:
-        raise RuntimeError(f"{op}: attn_mask of shape {tuple(attn_mask.shape)} does not "
-                           f"broadcast to the attention scores' shape "
-                           f"{tuple(scores.shape)}") from None
     masked = ~attn_mask if allowed_when_true else attn_mask
     return scores.masked_fill(masked, float("-inf"))
 
@@ -85,10 +64,28 @@ def _causal_mask(L, S, like):
     return Tensor(xp.tril(xp.ones((L, S), dtype=bool)))
 
 
+def _as_additive(attn_mask, allowed_when_true, like):
+    """A bool mask as an additive 0 / -inf Tensor of ``like``'s dtype; a float one unchanged."""
+    if attn_mask is None or attn_mask.is_floating_point():
+        return attn_mask
+    xp = like._xp()
+    blocked = ~attn_mask.data if allowed_when_true else attn_mask.data
+    return Tensor(backend.where(blocked, xp.asarray(-np.inf, dtype=like.data.dtype),
+                                xp.zeros((), dtype=like.data.dtype)))
+
+
 def _attention(q, k, v, attn_mask, dropout_p, is_causal, scale, allowed_when_true, op,
-               generator=None):
-    """Shared body: returns ``(output, weights)``."""
+               generator=None, need_weights=True):
+    """Shared body: returns ``(output, weights)``. With ``need_weights=False`` the fused path
+    runs when it can (no dropout, a mask that needs no gradient) and ``weights`` is None."""
     L, S = q.shape[-2], k.shape[-2]
+    if not need_weights and dropout_p == 0:
+        if attn_mask is not None:
+            scores_shape = np.broadcast_shapes(tuple(q.shape[:-2]), tuple(k.shape[:-2])) + (L, S)
+            _check_mask(attn_mask, scores_shape, q.dtype, op)
+        mask = _as_additive(attn_mask, allowed_when_true, q)
+        if _fusable(q, k, v, mask):
+            return _fused_attention(q, k, v, mask, scale, is_causal), None
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     scores = (q @ k.mT) * scale
     if is_causal:
@@ -142,4 +139,4 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if not 0 <= dropout_p <= 1:
         raise ValueError(f"{op}: dropout_p must be in [0, 1], got {dropout_p!r}")
     return _attention(query, key, value, attn_mask, dropout_p, is_causal, scale, True, op,
-                      generator)[0]
+                      generator, need_weights=False)[0]

@@ -10,8 +10,10 @@ any order are available:
 (``convT`` is the adjoint of ``conv`` in ``x``; ``wgrad`` is ``d<conv(x, w), gy>/dw``.)
 The bias is added with tensor ops. 1-D ops run the 2-D kernels on a unit height.
 """
-from ...autograd import Function
-from ._conv_kernels import conv2d_raw, conv_transpose_raw, conv_weight_raw
+from ...autograd import Function, is_grad_enabled
+from ...tensor import Tensor
+# stride-2 float32 convolutions may take the phase-plane route (gmcore.functional.conv)
+from ...functional.conv import conv2d_raw, conv_transpose_raw, conv_weight_raw
 from ._util import check_tensor, ntuple
 
 __all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
@@ -64,6 +66,12 @@ class _ConvT(Function):
     @staticmethod
     def backward(ctx, gz):
         g, w = ctx.saved_tensors
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1] and not is_grad_enabled():
+            # not recorded: one set of gz's columns serves both products (the Functions below
+            # would each run im2col on gz, the larger side of a transposed convolution)
+            dg, cols = conv2d_raw(gz.data, w.data, ctx.geom, ctx.in_hw, return_cols=True)
+            dw = conv_weight_raw(gz.data, g.data, ctx.geom, tuple(w.shape), cols)
+            return Tensor(dg), Tensor(dw), None, None
         dg = _Conv.apply(gz, w, ctx.geom, ctx.in_hw) if ctx.needs_input_grad[0] else None
         dw = _ConvWeight.apply(gz, g, ctx.geom, tuple(w.shape), None) \
             if ctx.needs_input_grad[1] else None

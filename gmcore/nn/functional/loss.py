@@ -14,6 +14,7 @@ import numpy as np
 from ...autograd import Function
 from ...backend import xp_of
 from ...functional import logsigmoid, where
+from ...functional.softmax import CrossEntropy
 from ...tensor import Tensor
 from ._index import take_along
 from ._util import check_float, check_reduction, check_tensor, reduce_loss
@@ -279,8 +280,6 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         raise ValueError(f"{op}: input must have at least one dimension (classes), got a scalar")
     cdim = 1 if input.ndim >= 2 else 0
     c = input.shape[cdim]
-    logp = input.log_softmax(cdim)
-    wshape = (c,) + (1,) * (input.ndim - cdim - 1)
     if weight is not None:  # class weights are constants (as PyTorch), in the input's dtype
         check_tensor(weight, "weight", op)
         weight = weight.detach().to(input.dtype)
@@ -295,6 +294,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                    f"{list(weight.shape)}")
         if target.dtype != input.dtype:
             target = target.to(input.dtype)
+        logp = input.log_softmax(cdim)
+        wshape = (c,) + (1,) * (input.ndim - cdim - 1)
         t = target if label_smoothing == 0 else target * (1 - label_smoothing) + label_smoothing / c
         prod = logp * t if weight is None else logp * t * weight.reshape(wshape)
         loss = -prod.sum(cdim)
@@ -302,22 +303,10 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
             return loss.sum() / max(input.numel() // max(c, 1), 1)
         return reduce_loss(loss, reduction, op)
     _check_index_target(op, input, target, weight, ignore_index)
-    nll, w = _nll(logp, target, weight, ignore_index, cdim)
-    if label_smoothing == 0:
-        if reduction == "none":
-            return nll
-        return nll.sum() if reduction == "sum" else nll.sum() / Tensor(w.sum())
-    # PyTorch: (1 - e) * nll + e / C * smooth, smooth = -sum_c w_c logp_c (0 where ignored)
-    xp = input._xp()
-    valid = Tensor(target.data != ignore_index)
-    sm = logp if weight is None else logp * weight.reshape(wshape)
-    smooth = where(valid, -sm.sum(cdim), 0.0)
-    if reduction == "none":
-        return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)
-    if reduction == "sum":
-        return nll.sum() * (1 - label_smoothing) + smooth.sum() * (label_smoothing / c)
-    denom = Tensor(xp.asarray(w.sum()))
-    return (nll.sum() * (1 - label_smoothing) + smooth.sum() * (label_smoothing / c)) / denom
+    # class indices: one fused kernel each way (gmcore/functional/softmax.py, the softmax family)
+    w = None if weight is None else input._xp().ascontiguousarray(weight.data)
+    return CrossEntropy.apply(input, target.data, w, int(ignore_index), float(label_smoothing),
+                              reduction, cdim)
 
 
 def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):

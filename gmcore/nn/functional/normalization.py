@@ -1,9 +1,15 @@
 """Normalization: ``layer_norm``, ``group_norm``, ``batch_norm``, ``instance_norm``.
 
-Composites of tensor ops (two-pass mean and biased variance, then ``(var + eps) ** -0.5``), so
-they need no backward of their own and are differentiable to any order.
+float32/float64 inputs run the ``norm`` kernel family (gmcore/functional/_norm.py: fused
+statistics, a one-pass fused backward, and a tensor-op backward when ``create_graph=True``, so
+they stay differentiable to any order). Other dtypes, or parameters of another dtype than the
+input, run the composites of tensor ops below (two-pass mean and biased variance, then
+``(var + eps) ** -0.5``).
 """
+import math
+
 from ...autograd import no_grad
+from ...functional import _norm
 from ._util import check_float, check_tensor
 
 __all__ = ["layer_norm", "group_norm", "batch_norm", "instance_norm"]
@@ -19,6 +25,12 @@ def _normalize(x, dims, eps):
 def _channel_shape(x):
     """(1, C, 1, ...) for broadcasting a per-channel vector over (N, C, *)."""
     return (1, -1) + (1,) * (x.ndim - 2)
+
+
+def _use_kernels(input, *params):
+    """The kernels take float32/float64 with parameters of the input's dtype."""
+    dt = input.data.dtype
+    return dt in _norm.KERNEL_DTYPES and all(p is None or p.data.dtype == dt for p in params)
 
 
 def _affine(y, weight, bias, shape):
@@ -53,6 +65,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
             if tuple(t.shape) != shape:
                 raise RuntimeError(f"{op}: expected {name} of shape {shape}, got "
                                    f"{tuple(t.shape)}")
+    if _use_kernels(input, weight, bias):
+        rows = math.prod(input.shape[:input.ndim - k])
+        return _norm.row_norm(input, weight, bias, rows, 1, math.prod(shape), 1, eps)
     y = _normalize(input, tuple(range(input.ndim - k, input.ndim)), eps)
     return _affine(y, weight, bias, shape)
 
@@ -82,6 +97,9 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
             if tuple(t.shape) != (c,):
                 raise RuntimeError(f"{op}: expected {name} of shape ({c},), got "
                                    f"{tuple(t.shape)}")
+    if _use_kernels(input, weight, bias):
+        spatial = math.prod(input.shape[2:])
+        return _norm.row_norm(input, weight, bias, n * g, g, c // g, spatial, eps)
     y = _normalize(input.reshape((n, g, -1)), (2,), eps).reshape(tuple(input.shape))
     return _affine(y, weight, bias, _channel_shape(input))
 
@@ -121,25 +139,35 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if count <= 1:
             raise ValueError(f"{op}: Expected more than 1 value per channel when training, got "
                              f"input size {list(input.shape)}")
-        mean = input.mean(dims, keepdim=True)
-        xc = input - mean
-        var = (xc * xc).mean(dims, keepdim=True)
-        y = xc * (var + eps) ** -0.5
         if running_mean is not None or running_var is not None:
             if momentum is None:
                 raise ValueError(f"{op}: momentum=None (cumulative average) needs the batch "
                                  "count; pass the averaging factor as momentum (as the "
                                  "BatchNorm module does)")
+        if _use_kernels(input, weight, bias):
+            y, stats = _norm.chan_norm(input, weight, bias, eps)
+            mean, var = stats["mean"], stats["var"]
+        else:
+            mean_t = input.mean(dims, keepdim=True)
+            xc = input - mean_t
+            var_t = (xc * xc).mean(dims, keepdim=True)
+            y = _affine(xc * (var_t + eps) ** -0.5, weight, bias, shape)
+            mean, var = mean_t.data.reshape(c), var_t.data.reshape(c)
+        if running_mean is not None or running_var is not None:
             m = float(momentum)
             with no_grad():
                 if running_mean is not None:
-                    _blend_(running_mean, mean.reshape((c,)), m)
+                    _blend_(running_mean, mean, m)
                 if running_var is not None:
-                    _blend_(running_var, var.reshape((c,)) * (count / (count - 1)), m)
+                    _blend_(running_var, var * (count / (count - 1)), m)  # unbiased, as torch
+        return y
     else:
         if running_mean is None or running_var is None:
             raise RuntimeError(f"{op}: running_mean and running_var must be given when "
                                "training=False")
+        if _use_kernels(input, weight, bias):
+            return _norm.chan_norm(input, weight, bias, eps, running_mean, running_var,
+                                   train=False)[0]
         # buffers are constants here; follow the input's dtype (a float64 buffer must not
         # silently turn a float32 network's activations into float64)
         rm = running_mean.detach().to(input.dtype).reshape(shape)
@@ -149,8 +177,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 
 def _blend_(buf, stat, momentum):
-    """``buf = (1 - momentum) * buf + momentum * stat`` in place (a buffer update, no graph)."""
-    buf.data[...] = (1.0 - momentum) * buf.data + momentum * stat.data.astype(buf.data.dtype)
+    """``buf = (1 - momentum) * buf + momentum * stat`` in place (a buffer update, no graph);
+    ``stat`` is an array."""
+    buf.data[...] = (1.0 - momentum) * buf.data + momentum * stat.astype(buf.data.dtype)
     buf._version.value += 1
 
 
@@ -171,7 +200,11 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if not use_input_stats:
         return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
     n, c = input.shape[0], input.shape[1]
-    y = _normalize(input, tuple(range(2, input.ndim)), eps)
+    if _use_kernels(input, weight, bias):  # group norm with one channel per group
+        y = _norm.row_norm(input, weight, bias, n * c, c, 1, math.prod(input.shape[2:]), eps)
+    else:
+        y = _affine(_normalize(input, tuple(range(2, input.ndim)), eps), weight, bias,
+                    _channel_shape(input))
     if running_mean is not None or running_var is not None:
         # as PyTorch: running stats get the batch mean of the per-instance statistics
         flat = input.detach().reshape((n, c, -1))
@@ -181,7 +214,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
         var = (xc * xc).mean(2) * (count / max(count - 1, 1))
         with no_grad():
             if running_mean is not None:
-                _blend_(running_mean, mean.mean(0), float(momentum))
+                _blend_(running_mean, mean.mean(0).data, float(momentum))
             if running_var is not None:
-                _blend_(running_var, var.mean(0), float(momentum))
-    return _affine(y, weight, bias, _channel_shape(input))
+                _blend_(running_var, var.mean(0).data, float(momentum))
+    return y

@@ -1,19 +1,20 @@
 """Pooling: ``max_pool1d/2d``, ``avg_pool1d/2d``, ``adaptive_avg_pool1d/2d``.
 
-All are composites of differentiable pieces, so gradients of any order come free:
+Gradients of any order come free:
 
-* max pooling finds each window's argmax on raw arrays (first maximum on ties, NaN wins, as
-  PyTorch), then gathers ``x`` there: the gradient flows to the argmax only;
-* average pooling is a convolution with a ones kernel (one channel, batch and channels
-  folded) divided by PyTorch's per-window divisor;
+* max and average pooling run the ``pool`` kernel family (:mod:`gmcore.functional.pool`:
+  compiled on the CPU, the xp reference elsewhere or with ``GMCORE_KERNELS=pool=reference``).
+  Max pooling keeps each window's argmax (first maximum on ties, NaN wins, as PyTorch) and its
+  gradient flows to the argmax only; average pooling divides by PyTorch's per-window divisor.
+  Each op's backward is another op of a closed set of linear maps, so it is recorded when
+  ``create_graph=True``;
 * adaptive average pooling multiplies by averaging matrices: ``A_h @ x @ A_w^T``.
 """
 import numpy as np
 
+from ...functional.pool import AvgPool2d, MaxPool2d
 from ...tensor import Tensor
-from ._index import take_along
 from ._util import check_tensor, ntuple
-from ... import backend
 
 __all__ = ["max_pool1d", "max_pool2d", "avg_pool1d", "avg_pool2d", "adaptive_avg_pool1d",
            "adaptive_avg_pool2d"]
@@ -59,51 +60,18 @@ def _as_4d(input, nd):
     return x, lead
 
 
-def _window_argmax(x, k, s, p, d, out):
-    """Flat (H*W) index of each window's maximum in the unpadded input; (N, C, Ho*Wo) int64."""
-    xp = x._xp()
-    a = x.data
-    n, c, h, w = a.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw), (ho, wo) = k, s, p, d, out
-    need_h = (ho - 1) * sh + dh * (kh - 1) + 1
-    need_w = (wo - 1) * sw + dw * (kw - 1) + 1
-    fill = -np.inf if a.dtype.kind == "f" else np.iinfo(a.dtype).min
-    padded = xp.full((n, c, max(need_h, ph + h), max(need_w, pw + w)), fill, dtype=a.dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = a
-    best = arg = None
-    for i in range(kh):
-        for j in range(kw):
-            v = padded[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh,
-                       j * dw:j * dw + (wo - 1) * sw + 1:sw]
-            if best is None:
-                best, arg = v.copy(), xp.zeros(v.shape, dtype=np.int64)
-                continue
-            # strict '>' keeps the first maximum on ties; a NaN beats any number (PyTorch)
-            upd = v > best
-            if a.dtype.kind == "f":
-                upd |= xp.isnan(v) & ~xp.isnan(best)
-            best = backend.where(upd, v, best)
-            arg = backend.where(upd, i * kw + j, arg)
-    rows = (xp.arange(ho) * sh - ph).reshape(-1, 1) + (arg // kw) * dh
-    cols = (xp.arange(wo) * sw - pw) + (arg % kw) * dw
-    # a window lying wholly in the padding has no real argmax; clip it (its value is -inf)
-    flat = xp.clip(rows, 0, h - 1) * w + xp.clip(cols, 0, w - 1)
-    return flat.reshape(n, c, ho * wo)
-
-
 def _max_pool(op, nd, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     k, s, p, d, out = _spatial_args(op, input, nd, kernel_size, stride, padding, dilation,
                                     ceil_mode)
     x, lead = _as_4d(input, nd)
     if nd == 1:
         k, s, p, d, out = (1,) + k, (1,) + s, (0,) + p, (1,) + d, (1,) + out
-    idx = _window_argmax(x, k, s, p, d, out)
-    n, c, h, w = x.shape
-    y = take_along(x.reshape((n, c, h * w)), idx, 2)
+    geom = (k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1])
+    y, idx = MaxPool2d.apply(x, geom, out)
     shape = lead + out[-nd:]
     y = y.reshape(shape)
     if return_indices:
-        return y, Tensor(idx.reshape(shape))
+        return y, idx.reshape(shape)
     return y
 
 
@@ -137,39 +105,25 @@ def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                      return_indices)
 
 
-def _avg_divisor(size, k, s, p, out, count_include_pad):
-    """Per-output-position divisor along one dim (PyTorch's avg_pool kernel)."""
-    start = np.arange(out) * s - p
-    end = np.minimum(start + k, size + p)
-    if count_include_pad:
-        return (end - start).astype(np.float64)
-    return (np.minimum(end, size) - np.maximum(start, 0)).astype(np.float64)
-
-
 def _avg_pool(op, nd, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override):
-    from .conv import _Conv
     k, s, p, _, out = _spatial_args(op, input, nd, kernel_size, stride, padding, 1, ceil_mode)
     if not input.is_floating_point():
         raise RuntimeError(f"{op}: expected a floating point input, got {input.dtype}")
     x, lead = _as_4d(input, nd)
     if nd == 1:
         k, s, p, out = (1,) + k, (1,) + s, (0,) + p, (1,) + out
-    xp = x._xp()
-    # window sums: a ones-kernel convolution; ceil_mode's overhang reads zeros past the padding
-    extra = tuple(max(0, (o - 1) * si + ki - (n + 2 * pi))
-                  for o, si, ki, n, pi in zip(out, s, k, x.shape[2:], p))
-    geom = (s, (p[0], p[0] + extra[0], p[1], p[1] + extra[1]), (1, 1), 1)
-    ones = Tensor(xp.ones((1, 1) + k, dtype=x.data.dtype))
-    sums = _Conv.apply(x, ones, geom, out)
+    divisor = 0
     if divisor_override is not None:
+        if isinstance(divisor_override, bool) or not isinstance(divisor_override, (int, np.integer)):
+            raise TypeError(f"{op}: divisor_override must be an int, got {divisor_override!r}")
         if divisor_override == 0:
             raise ValueError(f"{op}: divisor must be not zero")
-        y = sums / float(divisor_override)
-    else:
-        dh, dw = (_avg_divisor(n, ki, si, pi, o, count_include_pad)
-                  for n, ki, si, pi, o in zip(x.shape[2:], k, s, p, out))
-        y = sums / Tensor(xp.asarray(np.outer(dh, dw), dtype=x.data.dtype))
+        if divisor_override < 0:
+            raise ValueError(f"{op}: divisor_override must be positive, got {divisor_override}")
+        divisor = int(divisor_override)
+    geom = (k[0], k[1], s[0], s[1], p[0], p[1], 1, 1)
+    y = AvgPool2d.apply(x, geom, out, bool(count_include_pad), divisor)
     return y.reshape(lead + out[-nd:])
 
 

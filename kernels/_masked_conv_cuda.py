@@ -149,7 +149,7 @@ def _runtime(fn, *arrays):
     if any(isinstance(a, np.ndarray) for a in arrays):
         raise TypeError(f"{fn}: the cuda implementation takes CuPy arrays, got a NumPy array "
                         "(use the cpu implementations for host data)")
-    from .. import dispatch
+    from gmcore import dispatch
 
     cp = dispatch.require_cupy()
     _C = dispatch.require_C(cuda=True)
