@@ -3,9 +3,11 @@
 ``gmcore train MODEL [flags]`` parses in two stages: the model name first, then a parser built
 from two dataclasses, :class:`gmcore.train.TrainConfig` and the model's ``Config``, whose fields
 become flags (``gmcore train vae --help`` lists them). Values come from, in increasing priority:
-the dataclass defaults, the model's ``train_defaults`` (a class attribute: a dict of TrainConfig
-fields, for models whose good step count or batch size differs from the general defaults),
-``--config FILE.toml`` (tables ``[train]`` and ``[model]``), the flags.
+the dataclass defaults, the model's ``train_defaults`` and ``config_defaults`` (class attributes:
+dicts of TrainConfig and Config fields, for models whose good step count, batch size or size
+differs from the general defaults, possibly per kind of data or per data set: see
+:func:`model_defaults` and ``gmcore/models/base.py``), ``--config FILE.toml`` (tables ``[train]``
+and ``[model]``), the flags.
 """
 from __future__ import annotations
 
@@ -27,16 +29,81 @@ def _model_parser(name: str, spec) -> argparse.ArgumentParser:
     from .train import TrainConfig
 
     p = ArgumentParser(prog=f"gmcore train {name}",
-                       description=f"{name}: {spec.description} (default data: {spec.dataset})")
+                       description=f"{name}: {spec.description} (default data: {spec.dataset})",
+                       epilog=_defaults_epilog(spec.cls))
     p.add_argument("--config", metavar="FILE.toml", help="TOML file with [train] and [model] tables")
     add_dataclass_flags(p, TrainConfig, "training")
     add_dataclass_flags(p, spec.config_cls, f"model ({name})")
     return p
 
 
+def _defaults_epilog(cls) -> str | None:
+    """The model's own defaults, which the flags' "(default: ...)" (the dataclass's) omit."""
+    from .data.registry import DATASETS
+
+    kinds = {info.kind for info in DATASETS.values()}
+    parts = []
+    for attr in ("train_defaults", "config_defaults"):
+        d = getattr(cls, attr, None) or {}
+        plain = ", ".join(f"{k}={v!r}" for k, v in d.items() if not isinstance(v, dict))
+        sections = "; ".join(f"on {k}{' data' if k in kinds else ''}: "
+                             + ", ".join(f"{a}={b!r}" for a, b in v.items())
+                             for k, v in d.items() if isinstance(v, dict))
+        if plain or sections:
+            parts.append(f"{attr}: " + "; ".join(x for x in (plain, sections) if x))
+    return ("this model's defaults (over those shown above; TOML and flags override): "
+            + " | ".join(parts)) if parts else None
+
+
+def model_defaults(defaults: dict, dataset: str, source: str = "defaults") -> dict:
+    """The fields a model's ``train_defaults`` or ``config_defaults`` give for ``dataset``.
+
+    ``defaults`` maps field names to values, and may hold sections: a key naming a kind of data
+    (``"image"``, ``"points"``, ``"text"``, ``"audio"``: the ``kind`` of a registered data set)
+    or a registered data set (``"8gaussians"``) whose value is a dict of fields. The plain fields
+    apply everywhere; the section of ``dataset``'s kind overrides them, and ``dataset``'s own
+    section overrides both. A section naming no kind or data set, or one that sets ``dataset``,
+    is a :class:`gmcore.configs.ConfigError`.
+
+    >>> d = {"steps": 1000, "lr": 1e-3, "points": {"steps": 4000}, "8gaussians": {"lr": 5e-4}}
+    >>> model_defaults(d, "digits")
+    {'steps': 1000, 'lr': 0.001}
+    >>> model_defaults(d, "moons")
+    {'steps': 4000, 'lr': 0.001}
+    >>> model_defaults(d, "8gaussians")
+    {'steps': 4000, 'lr': 0.0005}
+    """
+    from .configs import ConfigError
+    from .data.registry import DATASETS
+
+    kinds = {info.kind for info in DATASETS.values()}
+    plain, sections = {}, {}
+    for key, value in (defaults or {}).items():
+        if not isinstance(value, dict):
+            plain[key] = value
+        elif key not in kinds and key not in DATASETS:
+            raise ConfigError(f"{source}: section {key!r} names neither a kind of data "
+                              f"({', '.join(sorted(kinds))}) nor a data set")
+        elif "dataset" in value:
+            raise ConfigError(f"{source}: section {key!r} may not set the data set it depends on")
+        else:
+            sections[key] = value
+    info = DATASETS.get(dataset)
+    out = dict(plain)
+    if info is not None:
+        out.update(sections.get(info.kind, {}))
+    out.update(sections.get(dataset, {}))
+    return out
+
+
 def parse_train_args(model: str, rest: list[str]):
     """(model_name, TrainConfig, model config) from the command line, or SystemExit(2) with a
-    message naming the bad flag or value."""
+    message naming the bad flag or value.
+
+    The data set is settled first (the flag, the TOML file, the model's ``train_defaults``, its
+    registered default data, in that order), then the model's defaults for that data set apply
+    (:func:`model_defaults`), then the TOML file, then the flags.
+    """
     from . import configs, models
     from .train import TrainConfig
 
@@ -48,11 +115,20 @@ def parse_train_args(model: str, rest: list[str]):
     ns = p.parse_args(rest)
     try:
         file_vals = configs.read_toml(ns.config) if ns.config else {}
-        tcfg = configs.from_mapping(TrainConfig, getattr(spec.cls, "train_defaults", {}),
-                                    source=f"{model}.train_defaults")
+        train_defaults = getattr(spec.cls, "train_defaults", {}) or {}
+        dataset = (ns.dataset or file_vals.get("train", {}).get("dataset")
+                   or train_defaults.get("dataset") or spec.dataset)
+        tcfg = configs.from_mapping(
+            TrainConfig, model_defaults(train_defaults, dataset, f"{model}.train_defaults"),
+            source=f"{model}.train_defaults")
         tcfg = configs.from_mapping(TrainConfig, file_vals.get("train", {}), source=ns.config or "",
                                     base=tcfg)
-        mcfg = configs.from_mapping(spec.config_cls, file_vals.get("model", {}), source=ns.config or "")
+        mcfg = configs.from_mapping(
+            spec.config_cls, model_defaults(getattr(spec.cls, "config_defaults", {}), dataset,
+                                            f"{model}.config_defaults"),
+            source=f"{model}.config_defaults")
+        mcfg = configs.from_mapping(spec.config_cls, file_vals.get("model", {}),
+                                    source=ns.config or "", base=mcfg)
         tcfg = configs.from_namespace(TrainConfig, ns, base=tcfg)
         mcfg = configs.from_namespace(spec.config_cls, ns, base=mcfg)
     except configs.ConfigError as exc:

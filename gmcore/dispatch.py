@@ -65,6 +65,7 @@ FAMILY_MODULES: dict[str, str] = {
     "diffusion": "gmcore.functional.diffusion",
     "masked_conv": "gmcore.functional.masked_conv",
     "causal_conv": "gmcore.functional.causal_conv",
+    "spline": "gmcore.functional.spline",
     "softmax": "gmcore.functional.softmax",
     "embedding": "gmcore.functional._embedding",
     "norm": "gmcore.functional._norm",

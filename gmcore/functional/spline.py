@@ -25,8 +25,11 @@ Outside ``[-B, B]`` the map is the identity (log-derivative 0). The inverse solv
 (no cancellation: ``-b`` and ``-sqrt(.)`` have the same sign, and ``b = h_k d_k > 0`` at
 ``theta = 0``).
 
-Everything is written with tensor ops (softmax, cumsum, gather, where ...), so the gradients in
-every input, and gradients of gradients, come from the engine. The bin lookup is
+The definition (the ``reference`` implementation) is written with tensor ops (softmax, cumsum,
+gather, where ...), so the gradients in every input, and gradients of gradients, come from the
+engine; the ``spline`` kernel family (``csrc/spline.h``, listed at the end of this file) computes
+the same map and all four gradients in one pass each, and hands a recorded backward
+(``create_graph=True``) back to the tensor ops. The bin lookup is
 :func:`gmcore.searchsorted` (batched over the elements, by counting: the knot rows are short).
 Points outside the interval are clamped into it before the spline math and then replaced by the
 identity with a true select, so the unused branch is always finite (no NaN leaks into gradients).
@@ -35,6 +38,8 @@ from __future__ import annotations
 
 import math
 
+from .. import backend, dispatch
+from ..autograd import Function, is_grad_enabled
 from .activation import softmax
 from .indexing import gather
 from .pointwise import clamp, log, softplus, sqrt, where
@@ -125,6 +130,20 @@ def rational_quadratic_spline(inputs, widths, heights, derivatives, inverse=Fals
     """
     _check(inputs, widths, heights, derivatives, tail_bound, min_bin_width, min_bin_height,
            min_derivative)
+    opts = (bool(inverse), float(tail_bound), float(min_bin_width), float(min_bin_height),
+            float(min_derivative))
+    name, impl = dispatch.choose("spline", "rq", inputs.device.type)
+    dtypes = {t.data.dtype.name for t in (inputs, widths, heights, derivatives)}
+    if (name == "reference" or len(dtypes) != 1 or dtypes.pop() not in _KERNEL_DTYPES
+            or inputs.numel() == 0 or widths.shape[-1] > _MAX_BINS):
+        return _spline_tensor_ops(inputs, widths, heights, derivatives, *opts)
+    return RationalQuadraticSpline.apply(inputs, widths, heights, derivatives, opts, impl)
+
+
+def _spline_tensor_ops(inputs, widths, heights, derivatives, inverse, tail_bound, min_bin_width,
+                       min_bin_height, min_derivative):
+    """The definition as tensor ops (the ``reference`` implementation; differentiable to any
+    order)."""
     bound = float(tail_bound)
     inside = (inputs >= -bound) & (inputs <= bound)
     v = clamp(inputs, -bound, bound)        # keeps the (discarded) spline branch finite outside
@@ -168,3 +187,126 @@ def rational_quadratic_spline(inputs, widths, heights, derivatives, inverse=Fals
     if inverse:
         logdet = -logdet
     return where(inside, out, inputs), where(inside, logdet, 0.0 * logdet)
+
+
+# ---- the fused kernel family ``spline`` ----------------------------------------------------------
+#
+# Implementations take C-contiguous arrays of one dtype (float32/float64): x (n,), widths and
+# heights (n, K), derivatives (n, K-1), and the options (inverse, tail_bound, min_bin_width,
+# min_bin_height, min_derivative):
+#
+#     forward(x, W, H, D, *opts)          -> (y, logdet)            each (n,)
+#     backward(x, W, H, D, gy, gl, *opts) -> (gx, gW, gH, gD)
+#
+# =========== ====== =========================================================================
+# name        device where
+# =========== ====== =========================================================================
+# cpp         cpu    ``csrc/spline_cpu.cpp`` via ``gmcore._C`` (OpenMP; math in csrc/spline.h,
+#                    where the backward is derived)
+# reference   cpu    the tensor-op definition above (double backward works)
+# cuda        cuda   ``csrc/spline.cu`` via ``gmcore._C`` (one thread per element)
+# reference   cuda   the same tensor ops on CuPy
+# =========== ====== =========================================================================
+#
+# No Triton twin: one thread per element with a short loop over the K bins has nothing to tile,
+# and the CUDA kernel runs the very math the CPU tests check.
+
+def _load_cpp():
+    _C = dispatch.require_C()
+    if not hasattr(_C, "spline_forward_cpu"):
+        raise RuntimeError("gmcore._C was built without the spline kernels (rebuild it)")
+    return _C.spline_forward_cpu, _C.spline_backward_cpu
+
+
+def _load_cuda():
+    cp = dispatch.require_cupy()
+    _C = dispatch.require_C(cuda=True)
+    if not hasattr(_C, "spline_forward_cuda"):
+        raise RuntimeError("gmcore._C was built without the spline CUDA kernels (rebuild it)")
+
+    def forward(x, W, H, D, *opts):
+        with x.device:
+            y, ld = cp.empty_like(x), cp.empty_like(x)
+            _C.spline_forward_cuda(x.data.ptr, W.data.ptr, H.data.ptr, D.data.ptr, y.data.ptr,
+                                   ld.data.ptr, x.shape[0], W.shape[1], *opts, x.dtype.name,
+                                   cp.cuda.get_current_stream().ptr)
+        return y, ld
+
+    def backward(x, W, H, D, gy, gl, *opts):
+        with x.device:
+            gx, gW, gH, gD = (cp.empty_like(a) for a in (x, W, H, D))
+            _C.spline_backward_cuda(x.data.ptr, W.data.ptr, H.data.ptr, D.data.ptr, gy.data.ptr,
+                                    gl.data.ptr, gx.data.ptr, gW.data.ptr, gH.data.ptr,
+                                    gD.data.ptr, x.shape[0], W.shape[1], *opts, x.dtype.name,
+                                    cp.cuda.get_current_stream().ptr)
+        return gx, gW, gH, gD
+
+    return forward, backward
+
+
+def _load_reference():
+    return None  # the reference is the tensor-op definition itself (_spline_tensor_ops)
+
+
+def _load_reference_cuda():
+    dispatch.require_cupy()
+    return None
+
+
+dispatch.register("spline", "rq", "cpu", "cpp", _load_cpp)
+dispatch.register("spline", "rq", "cpu", "reference", _load_reference)
+dispatch.register("spline", "rq", "cuda", "cuda", _load_cuda)
+dispatch.register("spline", "rq", "cuda", "reference", _load_reference_cuda)
+
+_KERNEL_DTYPES = ("float32", "float64")
+_MAX_BINS = 64  # csrc/spline.h kMaxBins
+
+
+def _flat(t, n, cols=None):
+    """The kernels' layout: (n,) per element, or (n, cols) parameters per element."""
+    return backend.xp_of(t).ascontiguousarray(t.reshape((n,) if cols is None else (n, cols)))
+
+
+class RationalQuadraticSpline(Function):
+    """The fused spline: one kernel pass forward, one for all four gradients. When the backward
+    itself is recorded (``create_graph=True``) it is rebuilt from the tensor-op definition, so
+    gradients of gradients stay available."""
+
+    @staticmethod
+    def forward(ctx, x, W, H, D, opts, impl):
+        k, n = W.shape[-1], x.size
+        y, ld = impl[0](_flat(x, n), _flat(W, n, k), _flat(H, n, k), _flat(D, n, k - 1), *opts)
+        ctx.opts, ctx.impl = opts, impl
+        ctx.save_for_backward(x, W, H, D)
+        return y.reshape(x.shape), ld.reshape(x.shape)
+
+    @staticmethod
+    def backward(ctx, gy, gl):
+        x, W, H, D = ctx.saved_tensors
+        if is_grad_enabled():  # create_graph=True: differentiate the tensor-op definition
+            return _recorded_backward(ctx, (x, W, H, D), gy, gl)
+        xa, Wa, Ha, Da = (t.data for t in (x, W, H, D))
+        k, n = Wa.shape[-1], xa.size
+        grads = ctx.impl[1](_flat(xa, n), _flat(Wa, n, k), _flat(Ha, n, k), _flat(Da, n, k - 1),
+                            _flat(gy.data.astype(xa.dtype, copy=False), n),
+                            _flat(gl.data.astype(xa.dtype, copy=False), n), *ctx.opts)
+        from ..tensor import Tensor
+        return tuple(Tensor(g.reshape(t.shape)) if need else None for g, t, need
+                     in zip(grads, (x, W, H, D), ctx.needs_input_grad)) + (None, None)
+
+
+def _recorded_backward(ctx, inputs, gy, gl):
+    """Gradients as recorded tensor ops: the tensor-op spline on the saved inputs, differentiated
+    with ``create_graph=True``."""
+    from ..autograd import grad as autograd_grad
+
+    inverse, bound, min_w, min_h, min_d = ctx.opts
+    needs = ctx.needs_input_grad[:4]
+    wanted = [t for t, need in zip(inputs, needs) if need]
+    y, ld = _spline_tensor_ops(*inputs, inverse, bound, min_w, min_h, min_d)
+    got = iter(autograd_grad([y, ld], wanted, [gy, gl], create_graph=True, allow_unused=True))
+    grads = []
+    for t, need in zip(inputs, needs):
+        g = next(got) if need else None
+        grads.append(g if g is not None or not need else t * 0.0)  # unused: a zero gradient
+    return tuple(grads) + (None, None)

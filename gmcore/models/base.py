@@ -11,8 +11,19 @@ number of discrete levels per value, data range). It defines:
   (k=...)", or "reconstruction" for models that are not density models). Continuous densities
   include the dequantization term (see :func:`gmcore.metrics.dequantization_nats`).
 * ``sample(n, generator) -> Tensor (n, *shape)`` with values in the data range.
-* optional class attribute ``train_defaults``: TrainConfig fields (``{"steps": 300, ...}``) that
-  ``gmcore train`` uses in place of the general defaults; a TOML file and flags still override.
+* optional class attributes ``train_defaults`` and ``config_defaults``: TrainConfig fields
+  (``{"steps": 300, ...}``) and fields of the model's ``Config`` that ``gmcore train`` uses in
+  place of the dataclass defaults; a TOML file and flags still override. Either may hold
+  sections for a kind of data (``"image"``, ``"points"`` for the 2-D toys, ``"text"``,
+  ``"audio"``) or one data set (``"8gaussians"``), each a dict of fields that overrides the
+  plain ones for that data (a data set's section wins over its kind's), so that a model can
+  train longer on the toys than on images, or be deeper there, without flags::
+
+      train_defaults = {"steps": 1000, "batch_size": 64, "points": {"steps": 4000}}
+      config_defaults = {"points": {"layers": 10, "hidden": 64}}
+
+  (:func:`gmcore.cli_train.model_defaults` resolves them; the run's ``config.json`` records the
+  values used.)
 * optional nested dataclass ``SampleOptions``: the sampling options ``sample`` accepts as
   keywords (temperature, DDIM steps and eta, guidance scale, class, truncation ...), each a field
   with a default and a ``help`` in its metadata. ``gmcore sample RUN --temperature 0.7`` passes

@@ -129,6 +129,24 @@ def _coupling_call(t):
     return _F().affine_coupling(t["x"], t["r"], t["b"], scale_fn=fn, inverse=bool(t["inv"].item()))
 
 
+# ---- spline ----------------------------------------------------------------------------------
+
+def _spline_cases(rng):
+    x = np.concatenate([rng.uniform(-2.9, 2.9, 40), [-3.0, 3.0, -4.5, 6.0]])  # knots and tails
+    w, h = (rng.standard_normal((44, 6)) * 1.5 for _ in range(2))
+    d = rng.standard_normal((44, 5))
+    return [Case(f"{'inverse' if inv else 'forward'}",
+                 {"x": x, "w": w, "h": h, "d": d, "inv": np.array(inv)}, ("x", "w", "h", "d"))
+            for inv in (False, True)]
+
+
+def _spline_call(t):
+    import gmcore.nn.functional as NF
+
+    return NF.rational_quadratic_spline(t["x"], t["w"], t["h"], t["d"],
+                                        inverse=bool(t["inv"].item()))
+
+
 # ---- diffusion -------------------------------------------------------------------------------
 
 def _diff_arrays(rng, channels=3, ts=(0, 17, 49)):
@@ -395,6 +413,7 @@ SPECS: list[Spec] = [
          exact=(0,)),
     Spec("vq", "ema_stats", ("ema_stats",), _vq_ema_cases, _vq_ema_call, tol32=1e-4),
     Spec("coupling", "affine", ("affine",), _coupling_cases, _coupling_call, tol32=1e-4),
+    Spec("spline", "rational_quadratic_spline", ("rq",), _spline_cases, _spline_call, tol32=1e-4),
     Spec("diffusion", "q_sample", ("q_sample",), lambda r: _diff_cases(r, grad=("x0", "noise")), _q_sample),
     Spec("diffusion", "predict_x0", ("predict_x0",), _diff_cases, _predict_x0),
     Spec("diffusion", "ddpm_step", ("ddpm_step",), lambda r: _diff_cases(r, out2=True), _ddpm),

@@ -226,3 +226,17 @@ def test_linear_flow_on_digits_reports_bits_per_dim(tmp_path):
     assert res["test_bits"] == pytest.approx(res["test_nll_nats"] / (64 * math.log(2)))
     assert "baseline_bits_per_dim" in res and "density_mass" not in res
     assert (tmp_path / "lin" / "samples.png").exists()
+
+
+def test_coupling_flows_take_their_toy_defaults_without_flags():
+    """realnvp and glow train longer on the 2-D toys (glow also deeper) through their
+    ``points`` defaults; digits keep the image settings; flags still win."""
+    _, t, _ = parse_train_args("realnvp", ["--dataset", "checkerboard"])
+    assert t.steps == 4000
+    _, t, m = parse_train_args("glow", ["--dataset", "8gaussians"])
+    assert (t.steps, m.flat_depth, t.lr) == (2000, 16, 2e-3)
+    assert parse_train_args("realnvp", [])[1].steps == 1000          # digits
+    _, t, m = parse_train_args("glow", [])
+    assert (t.steps, m.flat_depth) == (1000, 8)
+    _, t, m = parse_train_args("glow", ["--dataset", "moons", "--steps", "5", "--flat-depth", "3"])
+    assert (t.steps, m.flat_depth) == (5, 3)

@@ -18,6 +18,7 @@ DIGITS = DataInfo((1, 8, 8), 17, "digits")
 
 TINY = {
     "maf": lambda info: MAF(MAF.Config(layers=4, hidden=32), info),
+    "maf-mog": lambda info: MAF(MAF.Config(layers=2, hidden=32, base="mog", components=4), info),
     "nsf": lambda info: NSF(NSF.Config(layers=2, hidden=32, num_bins=6), info),
     "nsf-ar": lambda info: NSF(NSF.Config(variant="autoregressive", layers=2, hidden=32,
                                           num_bins=6), info),
@@ -87,11 +88,59 @@ def test_samples_map_back_to_the_base_draws(name):
     np.testing.assert_allclose(z.numpy(), z0.numpy(), atol=1e-4)
 
 
+def test_made_mog_is_a_normalised_density_and_samples_from_it():
+    """MAF-MoG's base with random weights: its density integrates to 1 on a grid, the first
+    variable of its ordering is a plain mixture, and the sampler draws from that density (the
+    moments of 20000 draws match the grid's)."""
+    from gmcore.nn.flows.made_mog import MADEMoG
+
+    gm.manual_seed(3)
+    base = MADEMoG(2, components=3, hidden=16, ordering="reverse").double()
+    with gm.no_grad():
+        for p in base.net.out.parameters():          # the output layer starts at zero
+            p.copy_(p + 0.1 * gm.randn(*p.shape, dtype="float64"))
+        u = np.linspace(-9, 9, 361)
+        grid = np.stack(np.meshgrid(u, u), -1).reshape(-1, 2)
+        p = np.exp(base.log_prob(gm.tensor(grid)).numpy()) * (u[1] - u[0]) ** 2
+        draws = base.sample(20000, generator=gm.Generator().manual_seed(0)).numpy()
+        lp2 = base.log_prob(gm.tensor(np.array([[0.0, 0.3], [5.0, 0.3]]))).numpy()
+    assert p.sum() == pytest.approx(1.0, abs=1e-6)
+    mean = (p[:, None] * grid).sum(0)
+    std = np.sqrt((p[:, None] * (grid - mean) ** 2).sum(0))
+    np.testing.assert_allclose(draws.mean(0), mean, atol=4 * std.max() / np.sqrt(20000) + 1e-3)
+    np.testing.assert_allclose(draws.std(0), std, rtol=0.03)
+    assert lp2[0] != lp2[1]        # dimension 0 comes second in "reverse": it depends on x_1 ...
+    with gm.no_grad():             # ... while x_1, first, does not depend on x_0
+        a = base._params(gm.tensor(np.array([[0.0, 0.3], [5.0, 0.3]])))[1].numpy()
+    np.testing.assert_allclose(a[0, 1], a[1, 1])
+    with pytest.raises(ValueError, match="expected values of shape"):
+        base.log_prob(gm.randn(3, 3, dtype="float64"))
+
+
+def test_maf_is_maf_mog_on_the_toys_and_keeps_its_image_defaults():
+    """The per-data defaults (gmcore/models/base.py): the 2-D toys get MAF-MoG, small and at a
+    higher lr, without flags; digits keep the image settings; flags still win."""
+    from gmcore.cli_train import parse_train_args
+
+    for data in ("moons", "8gaussians", "checkerboard"):
+        _, t, m = parse_train_args("maf", ["--dataset", data])
+        assert (m.base, m.layers, m.hidden, t.lr, t.ema, t.steps) == ("mog", 2, 32, 5e-3, 0.995, 1000)
+    _, t, m = parse_train_args("maf", [])
+    assert (m.base, m.layers, m.hidden, t.lr, t.ema) == ("normal", 5, 256, 1e-3, 0.0)
+    _, t, m = parse_train_args("maf", ["--dataset", "moons", "--base", "normal", "--lr", "1e-3"])
+    assert (m.base, m.layers, t.lr) == ("normal", 2, 1e-3)
+    model = MAF(parse_train_args("maf", ["--dataset", "moons"])[2], MOONS)
+    from gmcore.nn.flows.made_mog import MADEMoG
+    assert isinstance(model.flow.base, MADEMoG) and model.flow.base.components == 10
+
+
 def test_registered_under_flows_and_bad_data_refused():
     for name in ("maf", "nsf"):
         assert registry.get(name).family == "flows"
     with pytest.raises(ValueError, match="at least 2"):
         MAF(MAF.Config(), DataInfo((1,), 0, "line"))
+    with pytest.raises(ValueError, match="needs --base mog"):
+        MAF(MAF.Config(layers=0), MOONS)
 
 
 @pytest.mark.parametrize("name,extra", [

@@ -15,6 +15,7 @@ from .radial import Radial
 from .iaf import IAFStep, iaf_flow
 from .autoregressive import MADENet, MaskedAffineAutoregressive  # noqa: F401
 from .spline import RQSplineAutoregressive, RQSplineCoupling  # noqa: F401
+from .made_mog import MADEMoG  # noqa: F401
 
 __all__ = ["Flow", "FlowSequential", "FlowDensity", "StandardNormal", "NoAnalyticInverse",
            "ActNorm2d", "InvConv2d1x1", "LULinear", "Permutation", "ReversePermutation",
