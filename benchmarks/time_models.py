@@ -30,6 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = [
     ("vae", []),
     ("vae", ["--arch", "conv"]),
+    ("vqvae", []),
     ("ppca", []),
     ("dae", []),
     ("cae", []),

@@ -46,3 +46,15 @@ def test_time_models_smoke():
                            "--no-save"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| `gmcore train ppca` | 3.704 bits/dim |" in proc.stdout, proc.stdout
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
+def test_bench_vqvae_smoke():
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_vqvae.py"), "--small", "--no-save",
+                           "--device", "cpu", "--repeats", "1", "--warmup", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| implementation |" in proc.stdout and "VQ-VAE training step" in proc.stdout
+    impls = ("gmcore", "gmcore-reference") + (("torch",) if "torch not installed" not in proc.stdout else ())
+    for impl in impls:
+        assert f"| {impl} |" in proc.stdout

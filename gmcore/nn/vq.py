@@ -53,8 +53,21 @@ class VectorQuantizer(Module):
     (Laplace smoothing keeps unused codes from dividing by zero). ``cluster_size`` is kept in both
     modes as the usage tracker. Dead codes, those whose ``cluster_size`` falls below
     ``dead_code_threshold`` (expected hits per batch, decayed), are restarted in training mode
-    from randomly chosen vectors of the current batch, drawn from ``generator`` (a
-    :class:`gmcore.Generator`; the default generator of the device when None); 0 disables it.
+    from vectors of the current batch, drawn without replacement with probability proportional
+    to their squared distance to their nearest code (k-means++'s rule, by Gumbel top-k), with
+    ``generator`` (a :class:`gmcore.Generator`; the default generator of the device when None);
+    0 disables it. Drawing by distance, rather than uniformly, matters on images: many vectors
+    are copies of one (blank patches), and uniform draws restarted several codes on the same
+    vector, where all but one died again at once.
+
+    ``kmeans_init=True``: the first training-mode call seeds the codebook with k-means++
+    (Arthur & Vassilvitskii, 2007) on that batch's vectors: the first code is a uniformly drawn
+    vector, each next one a vector drawn with probability proportional to its squared distance to
+    the nearest code chosen so far. Codes then start where the encoder's outputs are, instead of
+    in a small box around zero that most vectors never reach (the usual cause of a collapsed
+    codebook). A batch with fewer distinct vectors than codes gives duplicates, which go unused
+    and are restarted like any dead code. The buffer ``initialized`` (in ``state_dict``) records
+    that it happened, so a resumed run does not seed again.
 
     NaN and inf: an input vector with a NaN or inf raises a ValueError naming how many there are
     (from :func:`gmcore.nn.functional.vq_nearest`; on CUDA the check is one device sync). A code
@@ -75,7 +88,7 @@ class VectorQuantizer(Module):
     """
 
     def __init__(self, num_embeddings, embedding_dim, beta=0.25, ema=True, decay=0.99, eps=1e-5,
-                 dead_code_threshold=1e-2, generator=None, device=None, dtype=None):
+                 dead_code_threshold=1e-2, generator=None, device=None, dtype=None, kmeans_init=False):
         super().__init__()
         if int(num_embeddings) < 1 or int(embedding_dim) < 1:
             raise ValueError(f"VectorQuantizer: num_embeddings and embedding_dim must be >= 1, got "
@@ -99,10 +112,14 @@ class VectorQuantizer(Module):
         self.register_buffer("cluster_size", creation.ones(k, device=device, dtype=weight.dtype))
         if self.ema:
             self.register_buffer("embed_sum", Tensor(weight.data.copy()))
+        self.kmeans_init = bool(kmeans_init)
+        if self.kmeans_init:  # registered only when asked, so older state dicts still load
+            self.register_buffer("initialized", creation.zeros((), device=device, dtype=weight.dtype))
 
     def extra_repr(self):
         return (f"{self.num_embeddings}, {self.embedding_dim}, beta={self.beta}, ema={self.ema}, "
-                f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}")
+                f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}"
+                + (", kmeans_init=True" if self.kmeans_init else ""))
 
     # -- shapes --------------------------------------------------------------------------------
     def _flatten(self, z):
@@ -122,6 +139,9 @@ class VectorQuantizer(Module):
     # -- forward ---------------------------------------------------------------------------------
     def forward(self, z):
         x, moved_shape = self._flatten(z)
+        if self.training and self.kmeans_init and not bool(self.initialized.item()):
+            with no_grad():
+                self._kmeans_plus_plus(x.detach().data)
         indices, q = F.vq_nearest(x.detach(), self.embedding)
         commitment = F.mse_loss(x, q.detach())
         loss = self.beta * commitment
@@ -162,10 +182,10 @@ class VectorQuantizer(Module):
             smoothed = (cs + self.eps) / (total + k * self.eps) * total  # Laplace smoothing
             _assign(self.embedding, es / smoothed[:, None])
         if self.dead_code_threshold > 0 and x.shape[0] > 0:
-            self._restart_dead(x.data)
+            self._restart_dead(x.data, indices.data)
         return counts
 
-    def _restart_dead(self, batch):
+    def _restart_dead(self, batch, indices):
         xp = backend.xp_of(batch)
         dead = xp.nonzero(self.cluster_size.data < self.dead_code_threshold)[0]
         n_dead = int(dead.shape[0])
@@ -173,7 +193,15 @@ class VectorQuantizer(Module):
             return
         g = _generator_for(self.generator, self.embedding.device)
         with backend.device_context(self.embedding.device):
-            pick = g.integers(0, batch.shape[0], (n_dead,), np.int64)
+            u = g.uniform((batch.shape[0],), 1e-12, 1.0, np.float64)
+        # Gumbel top-k: the n_dead largest of log(err) + Gumbel noise are a draw without
+        # replacement with P ~ err; vectors that sit on a code (err = 0) come last
+        err = ((batch - self.embedding.data[indices]) ** 2).sum(1).astype(np.float64)
+        with np.errstate(divide="ignore"):
+            keys = xp.log(err) - xp.log(-xp.log(u))
+        pick = xp.argsort(-keys, kind="stable")[:n_dead]
+        if n_dead > pick.shape[0]:  # fewer vectors than dead codes: reuse them
+            pick = pick[xp.arange(n_dead) % pick.shape[0]]
         fresh = batch[pick]
         emb = self.embedding.data.copy()
         emb[dead] = fresh
@@ -185,6 +213,37 @@ class VectorQuantizer(Module):
             es = self.embed_sum.data.copy()
             es[dead] = fresh  # embed_sum / cluster_size reproduces the new code
             _assign(self.embed_sum, es)
+
+    def _kmeans_plus_plus(self, batch):
+        """Seed the codebook from the (N, D) batch by k-means++ (see the class docstring)."""
+        xp = backend.xp_of(batch)
+        if not bool(xp.isfinite(batch).all()):
+            return  # vq_nearest names the bad rows next; the seeding waits for a clean batch
+        n, k = int(batch.shape[0]), self.num_embeddings
+        if n == 0:
+            return
+        g = _generator_for(self.generator, self.embedding.device)
+        with backend.device_context(self.embedding.device):
+            u = g.uniform((k,), 0.0, 1.0, np.float64)
+        u = u.get() if hasattr(u, "get") else u   # one transfer, then host floats in the loop
+        x = batch.astype(np.float64)
+        chosen = [min(int(u[0] * n), n - 1)]
+        d2 = ((x - x[chosen[0]]) ** 2).sum(1)
+        for i in range(1, k):
+            cdf = xp.cumsum(d2)
+            total = float(cdf[-1])
+            if total > 0:  # P(j) = d2_j / total; a vector already chosen (d2 = 0) is never drawn
+                j = min(int(xp.searchsorted(cdf, u[i] * total, side="right")), n - 1)
+            else:          # every vector already is a code: a duplicate, restarted later as dead
+                j = min(int(u[i] * n), n - 1)
+            chosen.append(j)
+            d2 = xp.minimum(d2, ((x - x[j]) ** 2).sum(1))
+        centers = batch[xp.asarray(chosen)].astype(self.embedding.data.dtype)
+        _assign(self.embedding, centers)
+        if self.ema:
+            _assign(self.embed_sum, centers)  # with cluster_size 1: embed_sum / size = the code
+        _assign(self.cluster_size, xp.ones_like(self.cluster_size.data))
+        _assign(self.initialized, xp.ones_like(self.initialized.data))
 
     @property
     def codebook(self):

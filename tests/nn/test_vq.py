@@ -169,3 +169,55 @@ def test_nan_code_is_never_chosen_and_gets_restarted():
     vq(gm.tensor(z))  # code 2 goes unused: its usage decays below the threshold, it restarts
     assert np.isfinite(vq.embedding.detach().numpy()).all()
     assert np.isfinite(vq.embed_sum.numpy()).all()
+
+
+def test_kmeans_init_seeds_one_code_per_cluster_once():
+    """Issue 14: k-means++ seeding from the first training batch. Eight tight, far-apart clusters
+    and eight codes: D^2 sampling puts one code in each (a second draw in a cluster already
+    holding a code has probability ~1e-8 here); the seeding happens once and is in the state."""
+    rng = np.random.default_rng(8)
+    centres = rng.standard_normal((8, 3)) * 50
+    z = (centres[rng.integers(0, 8, 200)] + rng.standard_normal((200, 3)) * 0.01).astype(np.float32)
+    z[:8] = centres  # every cluster present
+    vq = VectorQuantizer(8, 3, kmeans_init=True, dead_code_threshold=0.0,
+                         generator=gm.Generator().manual_seed(0))
+    assert "initialized" in vq.state_dict() and vq.initialized.item() == 0
+    vq.eval()
+    vq(gm.tensor(z))                         # eval mode: no seeding
+    assert vq.initialized.item() == 0
+    vq.train()
+    _, _, info = vq(gm.tensor(z))
+    assert vq.initialized.item() == 1 and info["usage"].item() == 1.0
+    emb = vq.embedding.detach().numpy()
+    nearest_centre = ((emb[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+    assert sorted(nearest_centre) == list(range(8))
+    np.testing.assert_allclose(((emb - centres[nearest_centre]) ** 2).sum(1), 0, atol=1.0)
+    before = emb.copy()
+    vq(gm.tensor(z[::-1].copy()))            # no second seeding: only the EMA moves the codes
+    assert np.abs(vq.embedding.detach().numpy() - before).max() < 1.0
+    fresh = VectorQuantizer(8, 3, kmeans_init=True)
+    fresh.load_state_dict(vq.state_dict())
+    assert fresh.initialized.item() == 1
+
+
+def test_kmeans_init_with_fewer_vectors_than_codes():
+    vq = VectorQuantizer(6, 2, kmeans_init=True, generator=gm.Generator().manual_seed(1))
+    z = np.array([[0.0, 0.0], [5.0, 5.0]], np.float32)
+    vq.train()
+    _, _, info = vq(gm.tensor(z))        # duplicates, not an error
+    emb = vq.embedding.detach().numpy()
+    assert np.isfinite(emb).all() and info["usage"].item() == pytest.approx(2 / 6)
+
+
+def test_restart_draws_vectors_by_their_distance_to_the_codes():
+    """Issue 14: dead codes restart on batch vectors drawn by squared distance to their code, so
+    copies of a vector that a code already holds (blank image patches) are never drawn."""
+    vq, codes = _vq(4, 2, generator=gm.Generator().manual_seed(3), dead_code_threshold=0.5, decay=0.999)
+    vq.cluster_size.data[[1, 2]] = 0.1          # two dead codes
+    z = np.repeat(codes[[0]], 30, axis=0).astype(np.float32)   # 30 copies of code 0
+    far = codes[0] + np.array([[40.0, 0.0], [0.0, 40.0]])
+    z = np.concatenate([z, far.astype(np.float32)])
+    vq.train()
+    vq(gm.tensor(z))
+    emb = vq.embedding.detach().numpy()
+    assert sorted(map(tuple, emb[[1, 2]].round(4))) == sorted(map(tuple, far.astype(np.float32).round(4)))

@@ -1,4 +1,5 @@
-"""Latent-variable models: VAE, probabilistic PCA, denoising and contractive autoencoders."""
+"""Latent-variable models: VAE, VQ-VAE, probabilistic PCA, denoising and contractive autoencoders."""
 from .vae import VAE  # noqa: F401
 from .ppca import PPCA  # noqa: F401
 from .autoencoders import DAE, CAE  # noqa: F401
+from .vqvae import VQVAE  # noqa: F401
