@@ -17,23 +17,14 @@ and ``torch``. Each runs in a process of its own, in alternating rounds; the fig
 median over rounds of the median of ``--repeats`` timed calls. Prints a markdown table and
 writes ``benchmarks/results/vqvae_<machine>.{json,md}``.
 """
-import argparse
-import json
 import math
-import os
-import platform
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
+from _step_bench import StepBench, main, time_call
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # name -> (batch, channels, image side, codes, code dim, hidden, residual hidden, stages)
 SIZES = {"3x32x32": (32, 3, 32, 512, 64, 128, 32, 2)}
 SMALL = {"small": (4, 3, 8, 16, 8, 8, 4, 1)}
-IMPLS = ("gmcore", "gmcore-reference", "torch")
 MIXTURES = 3
 
 
@@ -70,7 +61,7 @@ def run_gmcore(size, device, repeats, warmup):
     else:
         def sync():
             return None
-    return _time(call, sync, repeats, warmup)
+    return time_call(call, sync, repeats, warmup)
 
 
 def run_torch(size, device, repeats, warmup):
@@ -134,7 +125,7 @@ def run_torch(size, device, repeats, warmup):
         return loss
 
     sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
-    return _time(call, sync, repeats, warmup)
+    return time_call(call, sync, repeats, warmup)
 
 
 def _dlml_nll(torch, x, params, bins):
@@ -162,112 +153,14 @@ def _dlml_nll(torch, x, params, bins):
     return -torch.logsumexp(lp, 1).sum()
 
 
-def _time(call, sync, repeats, warmup):
-    for _ in range(warmup):
-        call()
-    sync()
-    t = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        call()
-        sync()
-        t.append(time.perf_counter() - t0)
-    return {"median_ms": float(np.median(t) * 1e3), "p20_ms": float(np.percentile(t, 20) * 1e3),
-            "p80_ms": float(np.percentile(t, 80) * 1e3)}
+def _describe(size):
+    b, c, s, k, d, hidden, _, _ = size
+    return ({"batch": b, "channels": c, "hw": s, "codes": k, "code_dim": d, "hidden": hidden},
+            f"B={b}, codebook {k}x{d}, hidden {hidden}")
 
 
-def _child(args):
-    size = {**SIZES, **SMALL}[args.size]
-    if args.impl == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
-        res = run_torch(size, args.device, args.repeats, args.warmup)
-    else:
-        res = run_gmcore(size, args.device, args.repeats, args.warmup)
-    print(json.dumps(res))
-
-
-def _devices(choice):
-    if choice != "all":
-        return [choice]
-    import gmcore as gm
-
-    return ["cpu"] + (["cuda"] if gm.cuda.is_available() else [])
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per process")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
-    p.add_argument("--rounds", type=int, default=3, help="processes per (size, implementation)")
-    p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    p.add_argument("--small", action="store_true", help="tiny sizes, one round: a smoke run")
-    p.add_argument("--no-save", action="store_true", help="print only")
-    p.add_argument("--impl", help=argparse.SUPPRESS)
-    p.add_argument("--size", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.impl:
-        return _child(args)
-    try:
-        import torch  # noqa: F401
-        impls = list(IMPLS)
-    except ImportError:
-        impls = [i for i in IMPLS if i != "torch"]
-        print("torch not installed: gmcore only (pip install torch for the peer)")
-    sizes = SMALL if args.small else SIZES
-    rounds = 1 if args.small else args.rounds
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               OPENBLAS_NUM_THREADS=str(args.threads))
-    env.pop("GMCORE_KERNELS", None)
-    results = {}
-    for device in _devices(args.device):
-        for _ in range(rounds):
-            for size in sizes:
-                for impl in impls:
-                    e = dict(env, GMCORE_KERNELS="vq=reference,dlml=reference") \
-                        if impl == "gmcore-reference" else env
-                    out = subprocess.run(
-                        [sys.executable, __file__, "--impl", impl, "--size", size, "--device",
-                         device, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-                         "--threads", str(args.threads)],
-                        capture_output=True, text=True, env=e)
-                    if out.returncode:
-                        raise SystemExit(f"{impl} {size} on {device} failed:\n{out.stderr[-3000:]}")
-                    results.setdefault((device, size, impl), []).append(
-                        json.loads(out.stdout.splitlines()[-1]))
-    machine = f"{platform.machine()}-{os.cpu_count()}cpu"
-    lines = ["| device | size | implementation | fwd+bwd ms | p20-p80 ms | vs torch |",
-             "|---|---|---|---|---|---|"]
-    rows = []
-    for (device, size, impl), runs in results.items():
-        med = float(np.median([r["median_ms"] for r in runs]))
-        lo = float(np.median([r["p20_ms"] for r in runs]))
-        hi = float(np.median([r["p80_ms"] for r in runs]))
-        t = results.get((device, size, "torch"))
-        ratio = med / float(np.median([r["median_ms"] for r in t])) if t else None
-        b, c, s, k, d, hidden, res_hidden, stages = {**SIZES, **SMALL}[size]
-        rows.append({"device": device, "size": size, "batch": b, "channels": c, "hw": s, "codes": k,
-                     "code_dim": d, "hidden": hidden, "implementation": impl, "median_ms": med,
-                     "p20_ms": lo, "p80_ms": hi, "ratio_vs_torch": ratio})
-        lines.append(f"| {device} | {size} (B={b}, codebook {k}x{d}, hidden {hidden}) | {impl} | "
-                     f"{med:.2f} | {lo:.2f}-{hi:.2f} | "
-                     f"{'-' if ratio is None else f'{ratio:.2f}x'} |")
-    table = "\n".join(lines)
-    print(f"VQ-VAE training step (encoder, EMA quantizer, decoder, DLML likelihood) forward+backward, "
-          f"{args.threads} threads, {machine}\n")
-    print(table)
-    if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        tmp = RESULTS / f".vqvae_{machine}.json.tmp"
-        tmp.write_text(json.dumps({"machine": machine, "threads": args.threads, "rows": rows},
-                                  indent=1))
-        tmp.replace(RESULTS / f"vqvae_{machine}.json")
-        tmp = RESULTS / f".vqvae_{machine}.md.tmp"
-        tmp.write_text(table + "\n")
-        tmp.replace(RESULTS / f"vqvae_{machine}.md")
-
+BENCH = StepBench("vqvae", "VQ-VAE training step (encoder, EMA quantizer, decoder, DLML likelihood) forward+backward", __file__, SIZES, SMALL, run_gmcore, run_torch,
+                  _describe, "vq=reference,dlml=reference", repeats=10, warmup=2)
 
 if __name__ == "__main__":
-    main()
+    main(BENCH, __doc__.splitlines()[0])
