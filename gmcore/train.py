@@ -439,7 +439,9 @@ def _loop(run, write_row, log) -> dict | None:
     Whatever stops it, the saved state is that of a completed step: a first Ctrl-C is noted and
     acted on between steps; a KeyboardInterrupt raised inside a step (a second Ctrl-C, or any
     KeyboardInterrupt when train() runs outside the main thread) before the optimizer update
-    rewinds the data loader and RNG to the step's start and saves; one inside the update saves
+    rewinds the data loader, the RNG and the model's buffers to the step's start and saves
+    (parameters move only in the update; ActNorm's data-dependent start redoes itself on the same
+    batch); one inside the update saves
     nothing (the model is half-updated) and propagates, like a second Ctrl-C.
     """
     tcfg = run.tcfg
@@ -452,8 +454,11 @@ def _loop(run, write_row, log) -> dict | None:
     with _StopSignals() as stop:
         try:
             while run.step < tcfg.steps and not stop.requested:
-                # What this step consumes; put back if it is interrupted before its update.
-                snapshot = (run.loader.state_dict(), default_generator.get_state())
+                # What this step consumes or moves before its update (the batch, the RNG, the
+                # buffers a loss updates: running statistics, EMA codebooks, step counters); put
+                # back if the step is interrupted before its update.
+                snapshot = (run.loader.state_dict(), default_generator.get_state(),
+                            [(buf, buf.data.copy()) for buf in model.buffers()])
                 phase = "draw"
                 batch = next(batches)
                 loss, logs = model.loss(batch)
@@ -505,6 +510,8 @@ def _loop(run, write_row, log) -> dict | None:
             if phase == "draw":
                 run.loader.load_state_dict(snapshot[0])
                 default_generator.set_state(snapshot[1])
+                for buf, saved in snapshot[2]:
+                    buf.data[...] = saved
             interrupted = True
         finally:
             if bar is not None:

@@ -86,34 +86,42 @@ def _rows_no_clock(run_dir):
     return [{k: v for k, v in r.items() if k != "sec_per_step"} for r in _rows(run_dir)]
 
 
-def _interrupt_at_loss_call(monkeypatch, n):
+def _interrupt_at_loss_call(monkeypatch, n, after_loss=False):
+    """Raise KeyboardInterrupt in the n-th loss call: on entry, or (``after_loss``) once the loss
+    has run, when the model's buffers (the VAE's KL warm-up counter) have already moved."""
     from gmcore.models.latent import VAE
 
     calls, real_loss = {"n": 0}, VAE.loss
 
     def flaky(self, batch):
         calls["n"] += 1
+        if calls["n"] == n and not after_loss:
+            raise KeyboardInterrupt
+        out = real_loss(self, batch)
         if calls["n"] == n:
             raise KeyboardInterrupt
-        return real_loss(self, batch)
+        return out
 
     monkeypatch.setattr(VAE, "loss", flaky)
     return lambda: monkeypatch.setattr(VAE, "loss", real_loss)
 
 
 # rows every 4 steps: the partial sums of the next row are part of the checkpoint
-CTRL_C_FLAGS = ("--steps", "30", "--log-every", "4", "--eval-every", "0", "--ckpt-every", "0")
+# and a KL warm-up, so that the VAE's step counter (a buffer moved inside loss) shows in the rows
+CTRL_C_FLAGS = ("--steps", "30", "--log-every", "4", "--eval-every", "0", "--ckpt-every", "0",
+                "--kl-warmup", "50")
 
 
-@pytest.mark.parametrize("in_thread", [False, True])
-def test_ctrl_c_saves_the_last_completed_step_and_resume_is_exact(tmp_path, monkeypatch, in_thread):
+@pytest.mark.parametrize("in_thread, after_loss", [(False, False), (True, False), (True, True)])
+def test_ctrl_c_saves_the_last_completed_step_and_resume_is_exact(tmp_path, monkeypatch, in_thread,
+                                                                  after_loss):
     # A KeyboardInterrupt inside step 13, before its update: the checkpoint is that of step 12,
     # the data loader and RNG rewound to before step 13's batch. Outside the main thread no
     # signal handler can be set, and this path is the only one.
     name, tcfg, mcfg = parse_train_args("vae", ["--out", str(tmp_path / "ref"), *FAST, *SMALL_VAE, *CTRL_C_FLAGS])
     train.train(name, tcfg, mcfg, log=lambda *a: None)
     name, tcfg, mcfg = _cfg(tmp_path, *CTRL_C_FLAGS)
-    undo = _interrupt_at_loss_call(monkeypatch, 13)
+    undo = _interrupt_at_loss_call(monkeypatch, 13, after_loss)
     if in_thread:
         import threading
 
