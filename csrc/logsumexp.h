@@ -20,17 +20,14 @@
 #include <cmath>
 #include <cstdint>
 
+#include "gm_math.h"
 #include "host_device.h"
 
 namespace gmcore {
 namespace lse {
 
-// exp/log with the float overloads picked explicitly (an unqualified exp(float) on the host
-// would widen to double; the device would not): host and device then round alike.
-GM_HOST_DEVICE inline float gm_exp(float x) { return expf(x); }
-GM_HOST_DEVICE inline double gm_exp(double x) { return exp(x); }
-GM_HOST_DEVICE inline float gm_log(float x) { return logf(x); }
-GM_HOST_DEVICE inline double gm_log(double x) { return log(x); }
+using math::gm_exp;  // float overloads named explicitly: host and device round alike
+using math::gm_log;
 
 template <typename T>
 struct State {

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda_util.h"
 #include "softmax.h"
 
 namespace gmcore {
@@ -17,14 +18,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    throw std::runtime_error(std::string("gmcore._C: ") + what + " failed: " +
-                             cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
-  }
-}
 
 __device__ inline float dexp(float x) { return expf(x); }
 __device__ inline double dexp(double x) { return exp(x); }
@@ -239,7 +232,7 @@ void softmax_forward_cuda(const T* x, T* y, int64_t outer, int64_t C, int64_t in
     softmax_fwd_rows<T><<<gr.blocks, kThreads, 0, s>>>(x, y, C, log);
   else
     softmax_fwd_cols<T><<<gr.blocks, kThreads, 0, s>>>(x, y, outer, C, inner, log);
-  check(cudaGetLastError(), "softmax_forward kernel launch");
+  cuda_check_launch("softmax_forward kernel launch");
 }
 
 template <typename T>
@@ -252,7 +245,7 @@ void softmax_backward_cuda(const T* y, const T* g, T* dx, int64_t outer, int64_t
     softmax_bwd_rows<T><<<gr.blocks, kThreads, 0, s>>>(y, g, dx, C, log);
   else
     softmax_bwd_cols<T><<<gr.blocks, kThreads, 0, s>>>(y, g, dx, outer, C, inner, log);
-  check(cudaGetLastError(), "softmax_backward kernel launch");
+  cuda_check_launch("softmax_backward kernel launch");
 }
 
 template <typename T>
@@ -268,7 +261,7 @@ void cross_entropy_forward_cuda(const T* x, const int64_t* target, const T* weig
   else
     ce_fwd_cols<T><<<gr.blocks, kThreads, 0, s>>>(x, target, weight, loss, wt, lse, outer, C,
                                                   inner, ignore_index, eps, W);
-  check(cudaGetLastError(), "cross_entropy_forward kernel launch");
+  cuda_check_launch("cross_entropy_forward kernel launch");
 }
 
 template <typename T>
@@ -284,7 +277,7 @@ void cross_entropy_backward_cuda(const T* x, const int64_t* target, const T* wei
   else
     ce_bwd_cols<T><<<gr.blocks, kThreads, 0, s>>>(x, target, weight, lse, gl, dx, outer, C, inner,
                                                   ignore_index, eps, W);
-  check(cudaGetLastError(), "cross_entropy_backward kernel launch");
+  cuda_check_launch("cross_entropy_backward kernel launch");
 }
 
 #define GM_SMX_INSTANTIATE_CUDA(T)                                                               \

@@ -31,6 +31,7 @@
 
 #include <cstdint>
 
+#include "gm_math.h"
 #include "host_device.h"
 
 namespace gmcore {
@@ -38,14 +39,10 @@ namespace spline {
 
 constexpr int kMaxBins = 64;
 
-GM_HOST_DEVICE inline float gm_exp(float x) { return expf(x); }
-GM_HOST_DEVICE inline double gm_exp(double x) { return exp(x); }
-GM_HOST_DEVICE inline float gm_log(float x) { return logf(x); }
-GM_HOST_DEVICE inline double gm_log(double x) { return log(x); }
-GM_HOST_DEVICE inline float gm_log1p(float x) { return log1pf(x); }
-GM_HOST_DEVICE inline double gm_log1p(double x) { return log1p(x); }
-GM_HOST_DEVICE inline float gm_sqrt(float x) { return sqrtf(x); }
-GM_HOST_DEVICE inline double gm_sqrt(double x) { return sqrt(x); }
+using math::gm_exp;
+using math::gm_log;
+using math::gm_log1p;
+using math::gm_sqrt;
 
 template <typename T>
 struct Options {
