@@ -355,7 +355,9 @@ def _run_dataset(model, state, split):
 
     tc = state["train_config"]
     opts = getattr(type(model), "dataset_options", lambda c: {})(model.config)
-    return gdata.get_dataset(state["data"]["name"], split, root=tc.get("data_root") or None, **opts)
+    # a second stage without --data-root used its base run's
+    root = tc.get("data_root") or (state.get("base") or {}).get("data_root") or None
+    return gdata.get_dataset(state["data"]["name"], split, root=root, **opts)
 
 
 @command("eval", help="test bits per dim, char or sample of a trained model, and for digits runs the "
@@ -363,7 +365,7 @@ def _run_dataset(model, state, split):
          add_arguments=_eval_arguments)
 def _eval(args: argparse.Namespace) -> int:
     from .autograd import no_grad
-    from .train import eval_seed, evaluate, final_samples, load_run_model
+    from .train import eval_seed, evaluate, final_samples, load_run_model, model_data
 
     require_device(args.device)
     ckpt = _resolve_ckpt(args.checkpoint)
@@ -374,7 +376,7 @@ def _eval(args: argparse.Namespace) -> int:
     # load_run_model swaps in): the same seed gives the same figure, bit for bit.
     seed = eval_seed(tc["seed"], state["step"]) if args.seed is None else args.seed
     res = {"model": state["model_name"], "step": state["step"], "seed": seed,
-           **evaluate(model, test, seed=seed, device=args.device)}
+           **evaluate(model, model_data(model, test), seed=seed, device=args.device)}
     if args.sample_quality and state["data"]["name"] == "digits" and _is_image_run(model):
         with no_grad():  # the run's own end-of-training draws: same seed, same number
             _, quality = final_samples(model, test, "digits", seed=tc["seed"],

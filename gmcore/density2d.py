@@ -17,6 +17,7 @@ __all__ = ["grid_bounds", "log_density_grid", "density_mass", "points_report"]
 
 GRID_STEPS = 200
 SCATTER_SAMPLES = 1000   # samples drawn for samples.png on 2-D data
+METRIC_SAMPLES = 2000    # samples behind the energy distance and the mode coverage
 
 
 def grid_bounds(points, pad: float = 0.5) -> tuple:
@@ -78,22 +79,31 @@ def density_mass(log_density: np.ndarray, bounds) -> float:
 
 
 def points_report(model, test_points, out_dir, generator, device="cpu",
-                  num_samples: int = SCATTER_SAMPLES, steps: int = GRID_STEPS) -> dict:
+                  num_samples: int = SCATTER_SAMPLES, steps: int = GRID_STEPS, modes=None) -> dict:
     """Write ``samples.png`` and ``density.png`` into ``out_dir`` and return ``{"density_mass",
-    "density_grid": {...}}`` (the mass is left out when the model has no density, e.g. a GAN).
-    The caller picks the weights (EMA), eval mode and no_grad."""
+    "density_grid": {...}}`` (the mass is left out when the model has no density, e.g. a GAN),
+    with figures of METRIC_SAMPLES samples: ``energy_distance`` to the test points and, for data
+    of separated modes (``modes = (centres, std)``, see ``Toy2D.modes``), the mode coverage
+    (:mod:`gmcore.points_metrics`). The caller picks the weights (EMA), eval mode and no_grad."""
     from pathlib import Path
 
     from .plots import save_density_map, save_scatter
+    from .points_metrics import energy_distance, mode_coverage
 
     out_dir = Path(out_dir)
     test_points = np.asarray(test_points, dtype=np.float64)
     bounds = grid_bounds(test_points)
     res = {}
     if num_samples:
-        samples = model.sample(num_samples, generator=generator)
-        save_scatter(samples, out_dir / "samples.png", data=test_points, bounds=bounds,
+        drawn = model.sample(max(num_samples, METRIC_SAMPLES), generator=generator)
+        drawn = np.asarray(drawn.detach().cpu().numpy(), dtype=np.float64)
+        save_scatter(drawn[:num_samples], out_dir / "samples.png", data=test_points, bounds=bounds,
                      title=f"{getattr(model, 'model_name', '')}: {num_samples} samples over the test data")
+        metric = drawn[:METRIC_SAMPLES]
+        res["figure_samples"] = len(metric)
+        res["energy_distance"] = energy_distance(metric, test_points) if np.isfinite(metric).all() else None
+        if modes is not None and np.isfinite(metric).all():
+            res.update(mode_coverage(metric, *modes))
     try:
         logd = log_density_grid(model, bounds, steps, device=device)
     except NotImplementedError:   # a sampler without a density

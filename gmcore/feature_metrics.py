@@ -261,9 +261,11 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[fl
     return _coverage(real, fake, k), _coverage(fake, real, k)
 
 
-def sample_quality(samples, real_dataset) -> dict:
+def sample_quality(samples, real_dataset, labels=None) -> dict:
     """digits-FID, KID and precision/recall of ``samples`` (N, 1, 8, 8) in [0, 1] against a
-    digits split, plus the same FID between the training and test splits as a scale."""
+    digits split, plus the same FID between the training and test splits as a scale; with the
+    ``labels`` (N,) the samples were drawn for (a class-conditional model), ``label_accuracy``:
+    how often the digits classifier reads a sample as its label."""
     from .data.digits import load_digits_arrays
 
     net = DigitsFeatures.get()
@@ -275,4 +277,5 @@ def sample_quality(samples, real_dataset) -> dict:
     return {"digits_fid": frechet_distance(real, fake), "digits_kid": k_mean, "digits_kid_std": k_std,
             "precision": prec, "recall": rec, "num_quality_samples": int(len(fake)),
             "digits_fid_train_vs_test": frechet_distance(real, train_real),
-            "feature_net": f"digits MLP classifier v{CLASSIFIER_VERSION} (not Inception)"}
+            "feature_net": f"digits MLP classifier v{CLASSIFIER_VERSION} (not Inception)",
+            **({"label_accuracy": net.accuracy(samples, labels)} if labels is not None else {})}

@@ -70,15 +70,33 @@ def check_run_fields(state, file, known_models=None) -> None:
     for key in ("shuffle", "drop_last"):
         if key in loader and not isinstance(loader[key], bool):
             _fail(file, f"loader.{key}", f"must be true or false, got {loader[key]!r}")
-    _need_dict(file, "scheduler", state.get("scheduler"))
-    opt = _need_dict(file, "optimizer", state.get("optimizer"), ("state", "param_groups"))
-    _need_dict(file, "optimizer.state", opt["state"])
-    if not isinstance(opt["param_groups"], list) or not all(isinstance(g, dict) for g in opt["param_groups"]):
-        _fail(file, "optimizer.param_groups", "must be a list of objects")
+    if "optimizers" not in state and "optimizer" in state:
+        # a checkpoint from before models could have several optimizers: its one is "main"
+        state["optimizers"] = {"main": state.pop("optimizer")}
+        state["schedulers"] = {"main": state.pop("scheduler", None)}
+    opts = _need_dict(file, "optimizers", state.get("optimizers"))
+    schedulers = _need_dict(file, "schedulers", state.get("schedulers"))
+    if not opts or sorted(opts) != sorted(schedulers):
+        _fail(file, "optimizers", f"must name one or more optimizers, each with a scheduler; got "
+                                  f"{sorted(opts)} and schedulers {sorted(schedulers)}")
+    for name, opt in opts.items():
+        _need_dict(file, f"schedulers.{name}", schedulers[name])
+        opt = _need_dict(file, f"optimizers.{name}", opt, ("state", "param_groups"))
+        _need_dict(file, f"optimizers.{name}.state", opt["state"])
+        if not isinstance(opt["param_groups"], list) or not all(isinstance(g, dict) for g in opt["param_groups"]):
+            _fail(file, f"optimizers.{name}.param_groups", "must be a list of objects")
     if state.get("ema") is not None:
         ema = _need_dict(file, "ema", state["ema"], ("shadow_params",))
         if not isinstance(ema["shadow_params"], list):
             _fail(file, "ema.shadow_params", "must be a list")
+    if state.get("base") is not None:   # a second stage's record of its base run
+        base = _need_dict(file, "base", state["base"], ("run", "checkpoint_sha256", "model_name",
+                                                        "model_config", "data"))
+        if not isinstance(base["model_name"], str) or (known_models is not None
+                                                       and base["model_name"] not in known_models):
+            _fail(file, "base.model_name", f"names no known model: {base['model_name']!r}")
+        _need_dict(file, "base.model_config", base["model_config"])
+        _need_dict(file, "base.data", base["data"], ("name", "shape", "num_levels"))
     acc = state.get("log_acc", {})
     if not isinstance(acc, dict) or not all(isinstance(v, Real) and not isinstance(v, bool)
                                             for v in acc.values()):
@@ -116,8 +134,9 @@ def _check_tensor(file, name, value, like) -> None:
                                   f"(NaN or inf) of {arr.size}; refusing to load it")
 
 
-def check_run_tensors(state, file, model, optimizer=None, ema=None) -> None:
-    """Compare the checkpoint's tensors with ``model``'s (and ``optimizer``'s, ``ema``'s)."""
+def check_run_tensors(state, file, model, optimizers=None, ema=None) -> None:
+    """Compare the checkpoint's tensors with ``model``'s (and those of ``optimizers``, a dict of
+    named optimizers as the checkpoint's ``optimizers``, and ``ema``'s)."""
     saved = state["model"]
     if not isinstance(saved, dict):
         _fail(file, "model", f"must be an object of tensors, got {type(saved).__name__}")
@@ -130,15 +149,16 @@ def check_run_tensors(state, file, model, optimizer=None, ema=None) -> None:
                               + (f"; unexpected: {', '.join(extra)}" if extra else ""))
     for k, like in own.items():
         _check_tensor(file, f"model.{k}", saved[k], like)
-    if optimizer is not None:
+    for name, optimizer in (optimizers or {}).items():
         params = [p for g in optimizer.param_groups for p in g["params"]]
-        for idx, entry in state["optimizer"]["state"].items():
+        where = f"optimizers.{name}.state"
+        for idx, entry in state["optimizers"][name]["state"].items():
             if not _is_int(idx) or not 0 <= idx < len(params):
-                _fail(file, f"optimizer.state.{idx}", f"refers to no parameter (0..{len(params) - 1})")
-            _need_dict(file, f"optimizer.state.{idx}", entry)
+                _fail(file, f"{where}.{idx}", f"refers to no parameter (0..{len(params) - 1})")
+            _need_dict(file, f"{where}.{idx}", entry)
             for k, v in entry.items():
                 if isinstance(v, (Tensor, np.ndarray)) and k != "step":
-                    _check_tensor(file, f"optimizer.state.{idx}.{k}", v, params[idx])
+                    _check_tensor(file, f"{where}.{idx}.{k}", v, params[idx])
     if ema is not None and state.get("ema") is not None:
         for key, targets in (("shadow_params", ema._params), ("shadow_buffers", ema._buffers)):
             values = state["ema"].get(key, [])

@@ -3,12 +3,16 @@
 One run lives in one folder (``--out``, default ``runs/<model>``)::
 
     run.lock           held while a run trains in the folder (PID and host; see gmcore.runlock)
-    config.json        both configs, the data set and the gmcore version (written before step 1)
+    config.json        both configs, the data set and the gmcore version (written before step 1);
+                       a second stage's ``base_run``: the base run's folder, checkpoint SHA-256,
+                       model and step (see gmcore.models.stages)
     metrics.jsonl      one JSON object per logged step (split "train") and evaluation ("test")
-    last.safetensors   the latest checkpoint, one file: weights, optimizer, EMA, and in its header
+    last.safetensors   the latest checkpoint, one file: weights, optimizers, EMA, and in its header
                        the configs, step, scheduler, RNG and data-loader state (see gmcore.io)
     last.json          a readable copy of that header (loading does not need it)
     samples.png        a grid of samples;  loss_curve.png  the losses against step
+    progress.png       models without a likelihood (GANs) on images: a row of fixed-noise
+                       samples per evaluation (rows kept in progress.npz)
     metrics.json       the final evaluation: test bits/dim, baseline, sample-quality figures
 
 Resuming (``--resume``) restores everything the next step depends on (weights, optimizer
@@ -40,8 +44,9 @@ from . import configs, io, metrics, run_checks
 from .runlock import RunLock, RunLockedError
 from .autograd import no_grad
 from .random import Generator, default_generator, manual_seed
+from .training_step import TrainingStep, ema_target, one_step
 
-__all__ = ["TrainConfig", "Run", "train", "evaluate", "load_run_model"]
+__all__ = ["TrainConfig", "Run", "TrainingStep", "train", "evaluate", "load_run_model", "model_data"]
 
 QUALITY_SAMPLES = 1000  # samples drawn for digits-FID / KID / precision-recall
 
@@ -94,7 +99,7 @@ def _dataset_options(spec, model_cfg) -> dict:
 class Run:
     """Everything one training run holds; built fresh or from its folder's checkpoint."""
 
-    def __init__(self, model_name: str, tcfg: TrainConfig, mcfg=None, out=None):
+    def __init__(self, model_name: str, tcfg: TrainConfig, mcfg=None, out=None, log=print):
         from . import data as gdata
         from . import models, optim
         from .models.base import DataInfo
@@ -102,11 +107,19 @@ class Run:
         self.spec = models.get(model_name)
         self.tcfg = tcfg
         self.mcfg = mcfg if mcfg is not None else self.spec.config_cls()
-        self.dataset_name = tcfg.dataset or self.spec.dataset
         # train() picks and locks the folder; without it, --out or runs/<model>
         self.out = Path(out if out is not None else tcfg.out or Path("runs") / model_name)
-        opts = _dataset_options(self.spec, self.mcfg)
+        base, self.base_identity = self._base_model(log)
+        self.dataset_name = tcfg.dataset or self.spec.dataset
         root = tcfg.data_root or None
+        if base is not None:   # a second stage trains on its base's data unless told otherwise
+            bdata = self.base_identity["data"]["name"]
+            if tcfg.dataset and tcfg.dataset != bdata:
+                raise ValueError(f"--dataset {tcfg.dataset}: the base run {self.base_identity['run']} was "
+                                 f"trained on {bdata!r}; a second stage trains on its base's data set")
+            self.dataset_name = bdata
+            root = root or self.base_identity.get("data_root") or None
+        opts = _dataset_options(self.spec, self.mcfg)
         try:
             self.train_set = gdata.get_dataset(self.dataset_name, "train", root=root, **opts)
             self.test_set = gdata.get_dataset(self.dataset_name, "test", root=root, **opts)
@@ -117,21 +130,82 @@ class Run:
                              num_levels=int(getattr(self.train_set, "num_levels", 0) or 0),
                              name=self.dataset_name,
                              num_classes=int(getattr(self.train_set, "num_classes", 0) or 0))
+        if base is not None and tuple(self.base_identity["data"]["shape"]) != self.info.shape:
+            raise ValueError(f"the base run {self.base_identity['run']} models data of shape "
+                             f"{tuple(self.base_identity['data']['shape'])}, but {self.dataset_name!r} "
+                             f"here has {self.info.shape}")
         manual_seed(tcfg.seed)
-        self.model = self.spec.cls(self.mcfg, self.info).to(tcfg.device)
-        params = list(self.model.parameters())
-        self.optimizer = optim.AdamW(params, lr=tcfg.lr, weight_decay=tcfg.weight_decay) \
-            if tcfg.weight_decay else optim.Adam(params, lr=tcfg.lr)
-        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        kw = {"base": base} if base is not None else {}
+        self.model = self.spec.cls(self.mcfg, self.info, **kw).to(tcfg.device)
+        # what the loader and the evaluation iterate (a second stage's latents, computed once)
+        self.train_data = model_data(self.model, self.train_set)
+        self.test_data = model_data(self.model, self.test_set)
+        self.optimizers = self._optimizers()
+        # one schedule (warm-up, then constant or cosine) for every optimizer, on its own lr
+        self.schedulers = {name: optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+                           for name, opt in self.optimizers.items()}
         # warm-up min(decay, (1+n)/(10+n)): without it the average remembers the weights from
         # before the first step for thousands of steps (ActNorm's data-dependent initialisation
         # happens in step 1: maf --ema 0.999 scored 10 bits/dim)
-        self.ema = optim.EMA(self.model, decay=tcfg.ema, warmup=True) if tcfg.ema else None
-        self.loader = gdata.DataLoader(self.train_set, batch_size=tcfg.batch_size, shuffle=True,
-                                       drop_last=len(self.train_set) > tcfg.batch_size,
+        self.ema = optim.EMA(ema_target(self.model), decay=tcfg.ema, warmup=True) if tcfg.ema else None
+        self.loader = gdata.DataLoader(self.train_data, batch_size=tcfg.batch_size, shuffle=True,
+                                       drop_last=len(self.train_data) > tcfg.batch_size,
                                        generator=tcfg.seed, device=tcfg.device)
         self.step = 0
         self.log_acc: dict = {}   # sums of the losses since the last metrics row, and "_n"
+
+    def _optimizers(self) -> dict:
+        """The model's named optimizers (``configure_optimizers``), or the default: one Adam
+        (AdamW with --weight-decay) named "main" over every trainable parameter."""
+        from . import optim
+
+        own = getattr(self.model, "configure_optimizers", None)
+        if own is None:
+            params = [p for p in self.model.parameters() if p.requires_grad]   # a frozen base: none
+            tc = self.tcfg
+            return {"main": optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+                    if tc.weight_decay else optim.Adam(params, lr=tc.lr)}
+        opts = own(self.tcfg)
+        if not isinstance(opts, dict) or not opts or not all(
+                isinstance(k, str) and isinstance(v, optim.Optimizer) for k, v in opts.items()):
+            raise TypeError(f"{self.spec.name}.configure_optimizers must return a non-empty dict of "
+                            f"names to gmcore.optim optimizers, got {opts!r}")
+        seen = {}
+        for name, opt in opts.items():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) in seen:
+                        raise ValueError(f"{self.spec.name}: a parameter is in both the {seen[id(p)]!r} "
+                                         f"and the {name!r} optimizers")
+                    seen[id(p)] = name
+        return opts
+
+    def _base_model(self, log):
+        """(base model, identity) of a second stage, or (None, None). A new run loads
+        ``--base-run``; a resumed one rebuilds the base from its own checkpoint (the weights it
+        started with, whatever happened to the base run since)."""
+        from .models import stages
+
+        kinds = self.spec.cls.base_kinds
+        if not kinds:
+            return None, None
+        ckpt = self.out / "last.safetensors"
+        if self.tcfg.resume and ckpt.exists():
+            state = io.load_checkpoint(self.out / "last", device=self.tcfg.device)
+            identity = state.get("base")
+            if not isinstance(identity, dict):
+                raise io.CheckpointError(f"{ckpt}: a {self.spec.name} checkpoint must record its base run "
+                                         "(field 'base')")
+            base = stages.build_base(identity, source=str(ckpt))
+            load_weights(base, {k[len("base."):]: v for k, v in state["model"].items()
+                                if k.startswith("base.")}, ckpt)
+            stages.note_base_changes(identity, log)
+            return base.to(self.tcfg.device), identity
+        path = getattr(self.mcfg, "base_run", "")
+        if not path:
+            raise ValueError(f"{self.spec.name} is a second stage: name the finished run it trains on "
+                             "with --base-run RUN (e.g. --base-run runs/vqvae)")
+        return stages.load_base_run(path, self.spec.name, kinds, device=self.tcfg.device, log=log)
 
     def _lr_factor(self, step: int) -> float:
         """Linear warm-up, then constant or cosine decay to zero at ``steps``."""
@@ -151,12 +225,13 @@ class Run:
             "data": {"name": self.dataset_name, "shape": list(self.info.shape),
                      "num_levels": self.info.num_levels, "num_classes": self.info.num_classes},
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: sch.state_dict() for name, sch in self.schedulers.items()},
             "ema": self.ema.state_dict() if self.ema else None,
             "rng": default_generator.get_state(),
             "loader": self.loader.state_dict(),
             "log_acc": dict(self.log_acc),
+            **({"base": self.base_identity} if self.base_identity else {}),
         }
 
     def save(self) -> Path:
@@ -181,10 +256,14 @@ class Run:
                              + ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in diff))
         if self.ema is not None and state.get("ema") is None:
             raise ValueError(f"cannot resume {self.out} with --ema: the checkpoint has no EMA state")
-        run_checks.check_run_tensors(state, file, self.model, self.optimizer, self.ema)
+        if sorted(state["optimizers"]) != sorted(self.optimizers):
+            raise ValueError(f"cannot resume {self.out}: the checkpoint holds the optimizers "
+                             f"{sorted(state['optimizers'])}, the model has {sorted(self.optimizers)}")
+        run_checks.check_run_tensors(state, file, self.model, self.optimizers, self.ema)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+            self.schedulers[name].load_state_dict(state["schedulers"][name])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         default_generator.set_state(state["rng"])
@@ -277,6 +356,14 @@ def eval_seed(seed: int, step: int) -> int:
     return seed * 1_000_003 + step
 
 
+def model_data(model, dataset):
+    """What ``model`` trains and is evaluated on for the image (or text ...) split ``dataset``: its
+    ``prepare_data(dataset)`` when it has one (a second stage: the examples with their latents),
+    else ``dataset`` itself."""
+    prepare = getattr(model, "prepare_data", None)
+    return prepare(dataset) if prepare is not None else dataset
+
+
 def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu") -> dict:
     """Test NLL of ``model`` on ``dataset`` (the model's ``nll``) in nats per example and in bits
     per dimension, character or sample: ``test_bits`` with its ``unit`` ("dim", "char",
@@ -285,6 +372,8 @@ def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu")
     dimension mean nothing: only ``test_nll_nats`` with ``unit`` "nats"."""
     from .data import DataLoader
 
+    if model.nll_kind == "none":   # no likelihood (GANs): nothing to evaluate on the test split
+        return {"nll_kind": "none", "unit": "none"}
     gen = Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -379,7 +468,7 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log) -> dict:
     if removed:
         log(f"removed {len(removed)} temporary file(s) left by an interrupted save: "
             + ", ".join(p.name for p in removed))
-    run = Run(model_name, tcfg, mcfg, out=out)
+    run = Run(model_name, tcfg, mcfg, out=out, log=log)
     log(f"run folder: {out}")
     if tcfg.resume and ((out / "last.safetensors").exists() or (out / "last.json").exists()):
         run.restore()
@@ -400,10 +489,14 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log) -> dict:
         run.step = tcfg.steps
     io.atomic_write_text(out / "config.json", json.dumps({
         "model": model_name, "train": configs.to_dict(tcfg), "model_config": configs.to_dict(run.mcfg),
-        "data": run.dataset_name, "gmcore": _version(), "python": platform.python_version()}, indent=1))
+        "data": run.dataset_name, **({"base_run": run.base_identity} if run.base_identity else {}),
+        "gmcore": _version(), "python": platform.python_version()}, indent=1))
     log_path = out / "metrics.jsonl"
     # Keep only the rows up to the checkpoint: later ones belong to steps that will be redone.
     rows = [r for r in _read_log(log_path) if r.get("step", 0) <= run.step] if tcfg.resume else []
+    if tcfg.resume:
+        from .sample_progress import trim_frames
+        trim_frames(out, run.step)
     io.atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
     with open(log_path, "a", encoding="utf-8") as logf:
         def write_row(row):
@@ -426,10 +519,30 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log) -> dict:
 def _run_eval(run, write_row) -> dict:
     ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
     with ctx:
-        res = evaluate(run.model, run.test_set, seed=eval_seed(run.tcfg.seed, run.step),
+        res = evaluate(run.model, run.test_data, seed=eval_seed(run.tcfg.seed, run.step),
                        device=run.tcfg.device)
     write_row({"step": run.step, "split": "test", **res})
+    if _shows_progress(run):
+        _progress_frame(run)
     return res
+
+
+def _shows_progress(run) -> bool:
+    """Models judged by their samples (no likelihood) on images get a sample grid at every
+    evaluation and a row of progress.png (gmcore.sample_progress)."""
+    return run.model.nll_kind == "none" and len(run.info.shape) == 3 and run.tcfg.num_samples > 0
+
+
+def _progress_frame(run) -> None:
+    from .plots import save_image_grid
+    from .sample_progress import FRAME, record_frame
+
+    tcfg = run.tcfg
+    with _sampling(run):
+        fixed = run.model.sample(FRAME, generator=Generator(device=tcfg.device).manual_seed(tcfg.seed))
+        grid = run.model.sample(tcfg.num_samples, generator=Generator(device=tcfg.device).manual_seed(tcfg.seed + 1))
+    record_frame(run.out, run.step, fixed)
+    save_image_grid(grid, run.out / "samples.png")
 
 
 def _loop(run, write_row, log) -> dict | None:
@@ -438,8 +551,9 @@ def _loop(run, write_row, log) -> dict | None:
 
     Whatever stops it, the saved state is that of a completed step: a first Ctrl-C is noted and
     acted on between steps; a KeyboardInterrupt raised inside a step (a second Ctrl-C, or any
-    KeyboardInterrupt when train() runs outside the main thread) before the optimizer update
-    rewinds the data loader, the RNG and the model's buffers to the step's start and saves
+    KeyboardInterrupt when train() runs outside the main thread) before the step's first
+    optimizer update rewinds the data loader, the RNG and the model's buffers to the step's start
+    and saves
     (parameters move only in the update; ActNorm's data-dependent start redoes itself on the same
     batch); one inside the update saves
     nothing (the model is half-updated) and propagates, like a second Ctrl-C.
@@ -447,9 +561,9 @@ def _loop(run, write_row, log) -> dict | None:
     tcfg = run.tcfg
     bar = _progress(tcfg, run.step)
     batches = _batches(run.loader)
-    model, opt = run.model, run.optimizer
+    model = run.model
     model.train()
-    phase, snapshot, interrupted = "between", None, False
+    step, snapshot, interrupted = None, None, False
     t0 = time.perf_counter()
     with _StopSignals() as stop:
         try:
@@ -459,37 +573,27 @@ def _loop(run, write_row, log) -> dict | None:
                 # back if the step is interrupted before its update.
                 snapshot = (run.loader.state_dict(), default_generator.get_state(),
                             [(buf, buf.data.copy()) for buf in model.buffers()])
-                phase = "draw"
-                batch = next(batches)
-                loss, logs = model.loss(batch)
-                loss_value = loss.item()  # one device sync per step, reused below
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(f"loss became {loss_value} at step {run.step}; lower --lr "
-                                             "or enable --grad-clip")
-                opt.zero_grad()
-                loss.backward()
-                if tcfg.grad_clip:
-                    from .nn.utils import clip_grad_norm_
-                    clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-                phase = "update"
-                opt.step()
-                run.scheduler.step()
+                step = TrainingStep(run, batches, run.step)
+                logs = one_step(model, next(batches), step)
+                step.phase = "update"   # (a step that updated nothing is over too)
+                for sch in run.schedulers.values():
+                    sch.step()
                 if run.ema:
                     run.ema.update()
                 acc = run.log_acc
-                for k, v in {"loss": loss_value, **logs}.items():
+                for k, v in logs.items():
                     acc[k] = acc.get(k, 0.0) + float(v)
                 acc["_n"] = acc.get("_n", 0) + 1
                 run.step += 1
-                phase = "between"
+                step = None
                 if run.step % tcfg.log_every == 0 or run.step == tcfg.steps:
                     n = acc.pop("_n")
-                    row = {"step": run.step, "split": "train", "lr": run.scheduler.get_last_lr()[0],
+                    row = {"step": run.step, "split": "train", **_learning_rates(run),
                            **{k: v / n for k, v in acc.items()},
                            "sec_per_step": (time.perf_counter() - t0) / n}
                     write_row(row)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.4g}")
+                        bar.set_postfix({k: f"{row[k]:.4g}" for k in list(logs)[:2]})
                     run.log_acc, t0 = {}, time.perf_counter()
                 if bar is not None:
                     bar.update(1)
@@ -497,17 +601,18 @@ def _loop(run, write_row, log) -> dict | None:
                     break
                 if tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
                     res = _run_eval(run, write_row)
-                    figure = f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
-                        f"{res['test_bits']:.4f} bits/{res['unit']}"
-                    log(f"step {run.step}: test {figure} ({res['nll_kind']})")
+                    if res["unit"] != "none":
+                        figure = f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
+                            f"{res['test_bits']:.4f} bits/{res['unit']}"
+                        log(f"step {run.step}: test {figure} ({res['nll_kind']})")
                 if tcfg.ckpt_every and run.step % tcfg.ckpt_every == 0:
                     run.save()
         except KeyboardInterrupt:
-            if stop.hard or phase == "update":
+            if stop.hard or (step is not None and step.phase == "update"):
                 log(f"quit during step {run.step + 1} without saving; {run.out} keeps its last "
                     "complete checkpoint")
                 raise
-            if phase == "draw":
+            if step is not None:   # interrupted before its first update: rewind the step
                 run.loader.load_state_dict(snapshot[0])
                 default_generator.set_state(snapshot[1])
                 for buf, saved in snapshot[2]:
@@ -525,6 +630,13 @@ def _loop(run, write_row, log) -> dict | None:
         log(f"interrupted at step {run.step}: checkpoint saved to {path}; continue with --resume")
         return {"interrupted": True, "step": run.step}
     return None
+
+
+def _learning_rates(run) -> dict:
+    """The log row's learning rates: ``lr`` for one optimizer, ``lr_<name>`` for several."""
+    if list(run.schedulers) == ["main"]:
+        return {"lr": run.schedulers["main"].get_last_lr()[0]}
+    return {f"lr_{name}": sch.get_last_lr()[0] for name, sch in run.schedulers.items()}
 
 
 def _baseline(run) -> dict:
@@ -562,14 +674,20 @@ def _pictures(run, rows) -> dict:
     from .plots import save_image_grid, save_loss_curve
 
     points = run.info.num_levels == 0 and tuple(run.info.shape) == (2,)
-    save_loss_curve(rows, out / "loss_curve.png", eval_key="test_nll_nats" if points else "test_bits")
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    # several networks log several losses (a GAN's d_loss, g_loss): plot each
+    keys = ("loss",) if not train_rows or "loss" in train_rows[-1] else \
+        tuple(k for k in train_rows[-1] if k.endswith("loss")) or ("loss",)
+    save_loss_curve(rows, out / "loss_curve.png", keys=keys,
+                    eval_key="test_nll_nats" if points else "test_bits")
     gen = Generator(device=tcfg.device).manual_seed(tcfg.seed)
     if points:  # 2-D densities: samples over the data, the density map and its mass on the grid
         from .density2d import SCATTER_SAMPLES, points_report
         with _sampling(run):
             res.update(points_report(run.model, run.test_set.arrays[0], out, gen, device=tcfg.device,
                                      num_samples=max(tcfg.num_samples, SCATTER_SAMPLES)
-                                     if tcfg.num_samples else 0))
+                                     if tcfg.num_samples else 0,
+                                     modes=getattr(run.test_set, "modes", None)))
         return res
     if len(run.info.shape) != 3 and tcfg.num_samples and hasattr(run.model, "save_samples"):
         with _sampling(run):  # text, audio: the model writes its own format
@@ -585,8 +703,8 @@ def _pictures(run, rows) -> dict:
     res.update(quality)
     if tcfg.num_samples and hasattr(run.model, "save_pictures"):
         with _sampling(run):  # model-specific extras, e.g. Glow's temperature strip
-            res.update(run.model.save_pictures(out, Generator(device=tcfg.device).manual_seed(tcfg.seed))
-                       or {})
+            res.update(run.model.save_pictures(out, Generator(device=tcfg.device).manual_seed(tcfg.seed),
+                                               test_set=run.test_set) or {})
     return res
 
 
@@ -597,6 +715,8 @@ def final_samples(model, test_set, dataset_name: str, seed: int, num_samples: in
     KID, precision/recall against ``test_set``), all from ``Generator(seed)``. ``gmcore eval``
     calls it with the run's settings and so reproduces metrics.json. The caller chooses the
     weights (EMA), eval mode and no_grad."""
+    import numpy as np
+
     quality = quality and dataset_name == "digits"
     n = max(num_samples, QUALITY_SAMPLES if quality else 0)
     if n == 0:
@@ -607,10 +727,12 @@ def final_samples(model, test_set, dataset_name: str, seed: int, num_samples: in
     from . import feature_metrics
     from .autograd import enable_grad
 
+    # a class-conditional model's samples cycle through the classes: 0, 1, 2, ...
+    labels = np.arange(n) % model.num_classes if getattr(model, "class_conditional", False) else None
     # The feature classifier trains on first use (a cache miss): autograd must be on even though
     # callers draw the samples under no_grad.
     with enable_grad():
-        return samples, feature_metrics.sample_quality(samples, test_set)
+        return samples, feature_metrics.sample_quality(samples, test_set, labels=labels)
 
 
 def load_run_model(path, device="cpu"):
@@ -631,19 +753,25 @@ def load_run_model(path, device="cpu"):
     run_checks.check_run_fields(state, file)   # every field's form, before anything reads it
     mcfg = cf.from_mapping(spec.config_cls, state["model_config"], source=str(path))
     d = state["data"]
+    kw = {}
+    if spec.cls.base_kinds:   # a second stage: its base's architecture, the weights below
+        from .models.stages import build_base
+        if not isinstance(state.get("base"), dict):
+            raise io.CheckpointError(f"{file}: a {spec.name} checkpoint must record its base run (field 'base')")
+        kw["base"] = build_base(state["base"], source=str(file))
     model = spec.cls(mcfg, DataInfo(shape=tuple(d["shape"]), num_levels=d["num_levels"], name=d["name"],
-                                    num_classes=d.get("num_classes", 0)))
+                                    num_classes=d.get("num_classes", 0)), **kw)
     ema = None
     if state.get("ema"):
         from .optim import EMA
-        ema = EMA(model, decay=state["train_config"].get("ema") or 0.999)
+        ema = EMA(ema_target(model), decay=state["train_config"].get("ema") or 0.999)
     # dtype, shape and finiteness of every tensor against the model's own (no silent casts)
     run_checks.check_run_tensors(state, file, model, ema=ema)
     load_weights(model, state["model"], path)
     model.to(device)
     if ema is not None:
         ema.load_state_dict(state["ema"])
-        ema.copy_to(model)
+        ema.copy_to(ema_target(model))
     model.eval()
     return model, state
 

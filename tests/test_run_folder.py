@@ -160,9 +160,9 @@ TAMPERS = {
     "wrong shape": (_set_weight(lambda a: a.reshape(-1)[:-1].copy()), r"'model\.\S+' has shape"),
     "NaN weight": (_set_weight(lambda a: np.full_like(a, np.nan)), r"'model\.\S+' holds \d+ non-finite"),
     "NaN optimizer moment": (
-        lambda s: s["optimizer"]["state"][0].update(exp_avg=gm.full(s["optimizer"]["state"][0]["exp_avg"].shape,
-                                                                    float("inf"))),
-        r"'optimizer\.state\.0\.exp_avg' holds"),
+        lambda s: s["optimizers"]["main"]["state"][0].update(
+            exp_avg=gm.full(s["optimizers"]["main"]["state"][0]["exp_avg"].shape, float("inf"))),
+        r"'optimizers\.main\.state\.0\.exp_avg' holds"),
     "EMA shadow dtype": (
         lambda s: s["ema"]["shadow_params"].__setitem__(0, gm.tensor(s["ema"]["shadow_params"][0].numpy()
                                                                      .astype(np.float64))),

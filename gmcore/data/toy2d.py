@@ -17,7 +17,7 @@ from .loader import ArrayDataset
 from ._images import check_split
 
 __all__ = ["make_moons", "make_circles", "make_swiss_roll", "make_8gaussians",
-           "make_checkerboard", "Toy2D", "TOY2D"]
+           "make_checkerboard", "eight_gaussian_centres", "Toy2D", "TOY2D"]
 
 
 def _rng(seed):
@@ -83,13 +83,17 @@ def make_swiss_roll(n=1000, noise=0.05, seed=0):
     return _finish(pts, np.zeros(n, np.int64), noise, rng, shuffle=False)
 
 
+def eight_gaussian_centres(radius=2.0) -> np.ndarray:
+    """(8, 2): the centres of ``8gaussians``' modes, at angles k pi / 4."""
+    angle = np.arange(8) * (np.pi / 4)
+    return radius * np.stack([np.cos(angle), np.sin(angle)], 1)
+
+
 def make_8gaussians(n=1000, noise=0.1, seed=0, radius=2.0):
     """Eight gaussians (std ``noise``) centred on a circle of radius ``radius``."""
     n, rng = _check(n, noise), _rng(seed)
     k = rng.integers(0, 8, n)
-    angle = k * (np.pi / 4)
-    centres = radius * np.stack([np.cos(angle), np.sin(angle)], 1)
-    return _finish(centres, k, noise, rng, shuffle=False)
+    return _finish(eight_gaussian_centres(radius)[k], k, noise, rng, shuffle=False)
 
 
 def make_checkerboard(n=1000, noise=0.0, seed=0):
@@ -135,3 +139,9 @@ class Toy2D(ArrayDataset):
     @property
     def points(self):
         return self.arrays[0]
+
+    @property
+    def modes(self):
+        """``(centres (K, 2), std)`` of a set made of separated gaussian modes (``8gaussians``),
+        for mode-coverage figures; None for the others."""
+        return (eight_gaussian_centres(), self.noise) if self.name == "8gaussians" else None

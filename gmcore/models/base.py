@@ -36,12 +36,49 @@ number of discrete levels per value, data range). It defines:
                                                              "min": 0.0})
 
       def sample(self, n, generator=None, temperature=1.0): ...
-* optional ``save_pictures(out_dir, generator) -> dict``: extra pictures a run writes at its end
-  beside ``samples.png`` (Glow's temperature strip), under the EMA weights, in eval mode and
-  without autograd; returns what it wrote (merged into ``metrics.json``).
+* optional ``save_pictures(out_dir, generator, test_set=None) -> dict``: extra pictures a run
+  writes at its end beside ``samples.png`` (Glow's temperature strip, VQ-VAE's reconstructions
+  of ``test_set``, the run's test split), under the EMA weights, in eval mode and without
+  autograd; returns what it wrote (merged into ``metrics.json``).
 * optional ``save_samples(out_dir, dataset, generator) -> dict``: for data that is not an image
   (text, audio), write samples in the data's own format (``samples.txt``, ``samples.wav``) at the
   end of a run; returns what it wrote, merged into ``metrics.json``.
+
+Several networks and optimizers (GANs): instead of ``loss``, a model may define
+
+* ``configure_optimizers(tcfg) -> {name: optimizer}``: its optimizers by name, each over its
+  own parameters (a parameter in two is an error) with its own learning rate, betas and
+  algorithm (TTUR: the critic's lr four times the generator's). The run's schedule (warm-up,
+  then constant or cosine) multiplies each one's lr; the checkpoint holds every optimizer and
+  scheduler under its name; the log rows carry ``lr_<name>``. Without it, the loop makes one
+  Adam (AdamW with ``--weight-decay``) named ``"main"`` over the trainable parameters.
+* ``training_step(batch, step) -> dict`` of floats to log (e.g. ``d_loss``, ``g_loss``):
+  one step of the loop, made of any number of ``step.update(name, loss)`` calls (zero that
+  optimizer's gradients, backpropagate, clip with ``--grad-clip``, step; returns the loss as a
+  float) and ``step.next_batch()`` draws (several critic updates per generator update, each on
+  a fresh batch); see :class:`gmcore.training_step.TrainingStep`. Interrupted before its first
+  update, a step is rewound; after it, nothing is saved (the networks are half-updated).
+  ``--resume`` stays exact: the loader, the RNG and every optimizer are in the checkpoint.
+* ``ema_module() -> Module``: what ``--ema`` averages (a GAN's generator; default the model).
+* ``nll_kind = "none"`` for a model without a likelihood: evaluation reports no bits/dim and
+  its ``nll`` is never called (a 2-D density map is skipped when ``nll`` raises
+  NotImplementedError, the base class's default).
+
+Two stages (a model trained on the latents of a finished run; :mod:`gmcore.models.stages`):
+
+* a *base model* declares ``latent_kind`` (e.g. ``"vq-codes"``) and the methods that kind
+  promises (``encode``, ``decode``, ...; listed in :mod:`gmcore.models.stages`);
+* a *second-stage model* declares ``base_kinds`` (the kinds it trains on) and a Config field
+  ``base_run`` (the flag ``--base-run RUN``), and is built as ``Model(config, data, base=base)``.
+  ``gmcore train`` loads the base run's model (EMA weights when kept), frozen, and records its
+  path and checkpoint SHA-256 in ``config.json``; the base's weights are saved inside the second
+  stage's checkpoint, so sampling, evaluation and ``--resume`` never read the base run again.
+  ``self.base`` stays in eval mode whatever ``train()`` is asked, takes no gradient and is no
+  optimizer's parameter.
+* optional ``prepare_data(dataset) -> dataset``: the dataset the loader and the evaluation
+  iterate in place of the image split, e.g. the images with their codes appended, computed once
+  (:func:`gmcore.models.stages.encode_dataset`); models that need augmentation encode on the fly
+  in ``loss`` instead. Pictures and sample quality still see the image split.
 
 Models never ask which device they run on: inputs arrive on the model's device.
 """
@@ -83,11 +120,29 @@ class GenerativeModel(Module):
 
     nll_kind = "exact"
     model_name = "?"
+    latent_kind = None   # what a base model's latents are ("vq-codes"); None: not a base model
+    base_kinds = ()      # a second stage: the latent kinds it trains on
 
-    def __init__(self, config, data: DataInfo):
+    def __init__(self, config, data: DataInfo, base=None):
         super().__init__()
         self.config = config
         self.data = data
+        if self.base_kinds:
+            from .stages import check_base_kind
+
+            if base is None:
+                raise ValueError(f"{self.model_name} is a second stage: it trains on the latents of a "
+                                 "finished run; name one with --base-run RUN (e.g. runs/vqvae)")
+            check_base_kind(self.model_name, self.base_kinds, base)
+            self.base = base.requires_grad_(False).eval()
+        elif base is not None:
+            raise ValueError(f"{self.model_name} takes no base model (it is not a second stage)")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.base_kinds:   # the base is frozen: its quantizers, norms and dropout stay in eval
+            self.base.eval()
+        return self
 
     def loss(self, batch):
         raise NotImplementedError

@@ -41,10 +41,14 @@ def test_shapes_at_every_data_size(shape, levels, downsample, grid, decoder):
     assert loss.shape == () and np.isfinite(loss.item())
     loss.backward()
     assert all(p.grad is not None for p in model.encoder.parameters())
-    idx = model.encode(x)
+    codes = model.encode(x)
+    assert isinstance(codes, tuple) and len(codes) == 1
+    idx = codes[0]
     assert idx.shape == (2, *grid) and idx.dtype == gm.int64 and model.latent_shape == grid
-    out = model.decode(idx)
+    assert model.code_levels == ((8, *grid),) and model.latent_kind == "vq-codes"
+    out = model.decode(codes)
     assert out.shape == (2, *shape) and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    np.testing.assert_array_equal(model.decode(idx).detach().numpy(), out.detach().numpy())
     assert model.nll((x,)).shape == (2,)
     assert model.sample(3, generator=gm.Generator().manual_seed(0)).shape == (3, *shape)
 
@@ -61,6 +65,10 @@ def test_bad_configs_are_named():
         model.decode(gm.full((1, 4, 4), 8, dtype=gm.int64))
     with pytest.raises(ValueError, match="int64"):
         model.decode(gm.zeros(1, 4, 4))
+    with pytest.raises(ValueError, match=r"int64 \(B, 4, 4\)"):
+        model.decode(gm.zeros(1, 2, 2, dtype=gm.int64))
+    with pytest.raises(ValueError, match="tuple of 1"):
+        model.decode((gm.zeros(1, 4, 4, dtype=gm.int64),) * 2)
 
 
 def test_bound_arithmetic_by_hand():
@@ -93,12 +101,20 @@ def test_bound_is_recon_nll_plus_log_k_per_position():
     recon = -np.take_along_axis(logp, levels[:, :, None], 2).reshape(4, -1).sum(1)
     np.testing.assert_allclose(model.recon_nll(x).detach().numpy(), recon, rtol=1e-4)
     np.testing.assert_allclose(model.nll((x,)).detach().numpy(), recon + 16 * math.log(8), rtol=1e-4)
+    np.testing.assert_allclose(model.recon_nll(x, idx[0]).detach().numpy(), recon, rtol=1e-4)
+    assert model.prior_nats() == pytest.approx(16 * math.log(8))
+    with gm.no_grad():   # the protocol's encode works without autograd and moves no codebook state
+        before = model.quantizer.cluster_size.detach().numpy().copy()
+        model.train()
+        again = model.encode(x)[0]
+    np.testing.assert_array_equal(again.numpy(), idx[0].numpy())
+    np.testing.assert_array_equal(model.quantizer.cluster_size.detach().numpy(), before)
 
 
 def test_logs_perplexity_usage_from_the_batch_codes():
     model = _model()
     x = _digits(16)
-    idx = model.encode(x).detach().numpy()      # before the step: the codes the loss will use
+    idx = model.encode(x)[0].detach().numpy()      # before the step: the codes the loss will use
     model.quantizer.kmeans_init = False  # keep the codebook where encode() saw it
     _, logs = model.loss((x,))
     counts = np.bincount(idx.reshape(-1), minlength=8)
@@ -142,15 +158,15 @@ def test_encode_decode_round_trip_of_indices():
     x = _digits(8)
     z = model.encoder(x)
     q, _, info = model.quantizer(z)
-    idx = model.encode(x)
+    (idx,) = model.encode(x)
     np.testing.assert_array_equal(idx.detach().numpy(), info["indices"].detach().numpy())
-    np.testing.assert_allclose(model._embed(idx).detach().numpy(), q.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.embed(0, idx).detach().numpy(), q.detach().numpy(), rtol=1e-6)
     # decode(indices) is the decoder's mean on those codes, and the codes of any grid come back
     # through the embedding unchanged
     np.testing.assert_allclose(model.decode(idx).detach().numpy(),
                                model._mean(model.decoder(q)).detach().numpy(), rtol=1e-5)
     grid = gm.randint(0, 8, (3, 4, 4), generator=gm.Generator().manual_seed(1), dtype=gm.int64)
-    emb = model._embed(grid).movedim(1, -1).reshape(-1, 4)
+    emb = model.embed(0, grid).movedim(1, -1).reshape(-1, 4)
     back, _ = gm.nn.functional.vq_nearest(emb, model.quantizer.embedding)
     np.testing.assert_array_equal(back.detach().numpy(), grid.detach().numpy().reshape(-1))
 
@@ -173,6 +189,17 @@ def test_cli_run_writes_reconstructions_and_figures(tmp_path, capsys):
     out = tmp_path / "s.npy"
     assert cli.main(["sample", str(run), "--n", "3", "--out", str(out)]) == 0
     assert np.load(out).shape == (3, 1, 8, 8)
+
+
+def test_save_pictures_takes_the_test_set(tmp_path):
+    model = _model()
+    model.eval()
+    assert model.save_pictures(tmp_path, gm.Generator().manual_seed(0)) == {}   # no test set
+    with gm.no_grad():
+        res = model.save_pictures(tmp_path, gm.Generator().manual_seed(0),
+                                  test_set=gm.data.get_dataset("digits", "test"))
+    assert (tmp_path / "reconstructions.png").exists() and res["codes"] == 8
+    assert res["code_usage_examples"] == 297 and 1 <= res["test_codes_used"] <= 8
 
 
 def test_resume_is_bit_exact(tmp_path, monkeypatch):

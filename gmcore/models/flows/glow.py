@@ -136,7 +136,7 @@ class Glow(FlowModel):
         inner = self._level((keep, h // 2, w // 2), level + 1)
         return FlowSequential(Squeeze(), *steps, *split, FactorOut(inner), Unsqueeze())
 
-    def save_pictures(self, out_dir, generator=None) -> dict:
+    def save_pictures(self, out_dir, generator=None, test_set=None) -> dict:
         """``temperature.png``: 8 samples per row, one row per temperature in TEMPERATURES,
         every row from the same base draws."""
         from ...plots import save_image_grid
