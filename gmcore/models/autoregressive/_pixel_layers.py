@@ -116,7 +116,9 @@ class GatedStackLayer(nn.Module):
     channels gated as ``tanh(a) * sigmoid(b)``; the vertical pre-activation reaches the
     horizontal one through a 1x1 convolution (the v -> h link) and the horizontal output goes
     through a 1x1 convolution and a residual connection. ``cond`` (B, 4p), e.g. a label
-    embedding, is a per-example bias of both gates.
+    embedding, is a per-example bias of both gates; a map (B or 1, 4p, H, W) is a per-position
+    bias (a position embedding, or features of a coarser level as VQ-VAE-2's bottom prior uses):
+    it must not depend on the image this stack models, or causality breaks.
 
     With ``first=True`` the inputs are the image twice and the layer shifts them (``down_shift``
     for ``v``, ``right_shift`` for ``h``): the strict (mask-A) start; no residual there.
@@ -144,9 +146,11 @@ class GatedStackLayer(nn.Module):
         v_pre = self.vconv(v)
         h_pre = self.hconv(h) + self.link(v_pre)
         if cond is not None:
+            if cond.ndim == 2:
+                cond = cond[:, :, None, None]
             cv, ch = cond.chunk(2, dim=1)
-            v_pre = v_pre + cv[:, :, None, None]
-            h_pre = h_pre + ch[:, :, None, None]
+            v_pre = v_pre + cv
+            h_pre = h_pre + ch
         v_out = self._gate(v_pre)
         h_out = self.hout(self._gate(h_pre))
         return v_out, (h_out if self.first else h + h_out)

@@ -101,6 +101,12 @@ class GatedPixelCNN(GenerativeModel):
     def nll_kind(self):
         return "exact, class-conditional: -log p(x | y)" if self.num_classes else "exact"
 
+    @property
+    def class_conditional(self) -> bool:
+        """Samples drawn without labels cycle through the classes (the run reports their
+        label accuracy)."""
+        return self.num_classes > 0
+
     def _labels(self, batch) -> Tensor | None:
         if not self.num_classes:
             return None
