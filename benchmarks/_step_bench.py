@@ -1,4 +1,4 @@
-"""The driver shared by the model-step benchmarks (bench_glow.py, bench_vqvae.py): one training
+"""The driver shared by the model-step benchmarks (bench_glow.py, bench_vqvae.py, bench_dcgan.py): one training
 step of a model, gmcore against a torch transcription, each implementation in a process of its
 own, in alternating rounds; the figure is the median over rounds of the median of ``--repeats``
 timed calls. A script describes its step with a :class:`StepBench` and calls :func:`main`.

@@ -9,7 +9,7 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py")
                  if p.name not in ("bench_engine.py", "bench_train.py", "bench_glow.py",
-                                   "bench_vqvae.py"))
+                                   "bench_vqvae.py", "bench_dcgan.py"))
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
@@ -32,7 +32,8 @@ def test_bench_train_smoke():
 
 @pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
 @pytest.mark.parametrize("script, title", [("bench_glow.py", "Glow step"),
-                                           ("bench_vqvae.py", "VQ-VAE training step")])
+                                           ("bench_vqvae.py", "VQ-VAE training step"),
+                                           ("bench_dcgan.py", "DCGAN training step")])
 def test_model_step_benchmark_smoke(script, title):
     """The model-step benchmarks (benchmarks/_step_bench.py drives both) run end to end."""
     proc = subprocess.run([sys.executable, str(BENCH / script), "--small", "--no-save",

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 __all__ = ["ModelSpec", "register", "get", "names", "specs", "build"]
 
 # Packages whose modules register models when imported (one per family).
-_FAMILY_PACKAGES = ("gmcore.models.latent", "gmcore.models.autoregressive", "gmcore.models.flows")
+_FAMILY_PACKAGES = ("gmcore.models.latent", "gmcore.models.autoregressive", "gmcore.models.flows",
+                    "gmcore.models.gan")
 
 
 @dataclass(frozen=True)

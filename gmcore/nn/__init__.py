@@ -4,6 +4,7 @@
 """
 from . import functional  # noqa: F401
 from . import utils  # noqa: F401
+from . import gan  # noqa: F401
 from .parameter import Parameter, Buffer  # noqa: F401
 from .module import Module  # noqa: F401
 from .container import Identity, Sequential, ModuleList, ModuleDict, ParameterList  # noqa: F401

@@ -1,0 +1,12 @@
+"""Generative adversarial networks (no likelihood: ``nll_kind`` "none"; figures from samples).
+Importing this package registers them for ``gmcore train``. What they share (networks, the
+adversarial step, penalties, optimizers) is in ``_adversarial.AdversarialModel``; each model
+file gives its defaults."""
+from .acgan import ACGAN  # noqa: F401
+from .cgan import CGAN  # noqa: F401
+from .dcgan import DCGAN  # noqa: F401
+from .gan import GAN  # noqa: F401
+from .hinge_gan import HingeGAN  # noqa: F401
+from .lsgan import LSGAN  # noqa: F401
+from .wgan import WGAN  # noqa: F401
+from .wgan_gp import WGANGP  # noqa: F401

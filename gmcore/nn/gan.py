@@ -1,0 +1,252 @@
+"""Adversarial losses and penalties, as functions of the discriminator's outputs.
+
+``real`` and ``fake`` are the discriminator's (critic's) raw outputs, logits for the
+probabilistic losses, on a batch of data and a batch of generated samples; every loss is a mean
+over the batch. The discriminator minimises :func:`discriminator_loss`, the generator
+:func:`generator_loss`, with one of these ``kind``\\ s:
+
+=================  ==================================  ==========================
+kind               discriminator                       generator
+=================  ==================================  ==========================
+``minimax``        -log D(x) - log(1 - D(G(z)))        log(1 - D(G(z)))
+``nonsaturating``  same                                -log D(G(z))
+``wasserstein``    C(G(z)) - C(x)                      -C(G(z))
+``least_squares``  (D(x) - 1)^2 / 2 + D(G(z))^2 / 2    (D(G(z)) - 1)^2 / 2
+``hinge``          relu(1 - D(x)) + relu(1 + D(G(z)))  -D(G(z))
+=================  ==================================  ==========================
+
+with D = sigmoid(logit) for the first two (computed from the logits by softplus, never through
+a saturated sigmoid): Goodfellow et al. 2014 (minimax; the non-saturating generator loss is
+their practical suggestion), Arjovsky et al. 2017 (Wasserstein, with :func:`clip_weights_`),
+Mao et al. 2017 (least squares, a-b-c = 0-1-1), Lim & Ye 2017 / Miyato et al. 2018 (hinge).
+The gradient penalties: :func:`gradient_penalty` (WGAN-GP, Gulrajani et al. 2017) and
+:func:`r1_penalty` (Mescheder et al. 2018).
+
+>>> import gmcore as gm
+>>> from gmcore.nn import gan
+>>> real, fake = gm.tensor([2.0, 1.0]), gm.tensor([-1.0, 0.5])
+>>> round(gan.discriminator_loss(real, fake, "hinge").item(), 4)      # (0 + 0 + 0 + 1.5) / 2
+0.75
+>>> round(gan.generator_loss(fake, "wasserstein").item(), 4)
+0.25
+"""
+from __future__ import annotations
+
+from .. import autograd
+from .. import functional as gf
+from ..tensor import Tensor
+from . import functional as F
+from .module import Module
+from .parameter import Buffer, Parameter
+
+__all__ = ["KINDS", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty", "clip_weights_",
+           "feature_matching_loss", "MinibatchDiscrimination", "HistoricalAverage", "VirtualBatchNorm2d"]
+
+KINDS = ("minimax", "nonsaturating", "wasserstein", "least_squares", "hinge")
+
+
+def _check(kind: str, *outputs) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown GAN loss {kind!r}; choose one of {', '.join(KINDS)}")
+    for name, t in zip(("real", "fake"), outputs):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be the discriminator's output Tensor, got {type(t).__name__}")
+
+
+def discriminator_loss(real: Tensor, fake: Tensor, kind: str = "nonsaturating",
+                       real_label: float = 1.0) -> Tensor:
+    """The discriminator's (critic's) loss on its outputs for data (``real``) and samples
+    (``fake``, usually computed from detached samples). ``real_label`` < 1 is one-sided label
+    smoothing (Salimans et al. 2016: the real target 0.9, the fake one stays 0), for the
+    probabilistic losses (``minimax``, ``nonsaturating``, ``least_squares``) only."""
+    _check(kind, real, fake)
+    if real_label != 1.0 and kind not in ("minimax", "nonsaturating", "least_squares"):
+        raise ValueError(f"real_label (one-sided label smoothing) applies to the probabilistic losses, "
+                         f"not to {kind!r}")
+    if kind in ("minimax", "nonsaturating"):
+        # binary cross-entropy with logits: target t gives t * softplus(-r) + (1 - t) * softplus(r)
+        real_term = F.softplus(-real) if real_label == 1.0 else \
+            real_label * F.softplus(-real) + (1.0 - real_label) * F.softplus(real)
+        return real_term.mean() + F.softplus(fake).mean()
+    if kind == "wasserstein":
+        return fake.mean() - real.mean()
+    if kind == "least_squares":
+        return 0.5 * ((real - real_label) ** 2).mean() + 0.5 * (fake ** 2).mean()
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def generator_loss(fake: Tensor, kind: str = "nonsaturating") -> Tensor:
+    """The generator's loss on the discriminator's outputs for its samples (see the table)."""
+    _check(kind, fake)
+    if kind == "minimax":
+        return -F.softplus(fake).mean()         # log(1 - sigmoid(f)) = -softplus(f)
+    if kind == "nonsaturating":
+        return F.softplus(-fake).mean()         # -log sigmoid(f)
+    if kind == "least_squares":
+        return 0.5 * ((fake - 1.0) ** 2).mean()
+    return -fake.mean()                         # wasserstein, hinge
+
+
+def _input_gradients(critic, x: Tensor) -> Tensor:
+    """d critic(x).sum() / dx, itself differentiable (create_graph) so a penalty on it trains the
+    critic; (B, -1)."""
+    x = x.detach().requires_grad_(True)
+    out = critic(x)
+    (g,) = autograd.grad(out.sum(), x, create_graph=True)
+    return g.reshape(x.shape[0], -1)
+
+
+def gradient_penalty(critic, real: Tensor, fake: Tensor, generator=None, center: float = 1.0) -> Tensor:
+    """WGAN-GP's penalty ``mean((||grad_x critic(x_hat)||_2 - center)^2)`` at
+    ``x_hat = eps * real + (1 - eps) * fake``, with one ``eps ~ U(0, 1)`` *per example* (not per
+    element: drawing it per pixel, a known slip, penalises points off the lines between pairs).
+    Multiply by lambda (10 in the paper) and add to the critic's loss.
+
+    >>> import gmcore as gm
+    >>> from gmcore.nn import gan
+    >>> critic = gm.nn.Linear(3, 1, bias=False)
+    >>> critic.weight.data[...] = [[3.0, 0.0, 4.0]]          # a gradient of norm 5 everywhere
+    >>> round(gan.gradient_penalty(critic, gm.randn(4, 3), gm.randn(4, 3)).item(), 4)   # (5 - 1)^2
+    16.0
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty: real and fake batches must have one shape, got "
+                         f"{tuple(real.shape)} and {tuple(fake.shape)}")
+    from .. import creation
+
+    eps = creation.rand(real.shape[0], *([1] * (real.ndim - 1)), generator=generator, device=real.device,
+                        dtype=real.dtype)
+    x_hat = eps * real.detach() + (1.0 - eps) * fake.detach()
+    # the 1e-12 keeps the norm's own gradient finite where the critic's gradient vanishes
+    norms = (_input_gradients(critic, x_hat) ** 2).sum(1).add(1e-12).sqrt()
+    return ((norms - center) ** 2).mean()
+
+
+def r1_penalty(critic, real: Tensor) -> Tensor:
+    """R1: ``mean(||grad_x D(x)||^2) / 2`` on the data; multiply by gamma and add to the
+    discriminator's loss (Mescheder et al. 2018)."""
+    return 0.5 * (_input_gradients(critic, real) ** 2).sum(1).mean()
+
+
+def clip_weights_(module, clip: float) -> None:
+    """Clamp every parameter of ``module`` into ``[-clip, clip]`` in place (the original WGAN's
+    Lipschitz constraint, applied after each critic update)."""
+    if not clip > 0:
+        raise ValueError(f"clip must be positive, got {clip}")
+    from ..autograd import no_grad
+
+    with no_grad():
+        for p in module.parameters():
+            p.clamp_(-clip, clip)
+
+
+# ---- Improved techniques for training GANs (Salimans et al. 2016) ------------------------------
+
+def feature_matching_loss(real_features: Tensor, fake_features: Tensor) -> Tensor:
+    """Feature matching: the generator matches the mean of the discriminator's hidden features
+    on data, ``||mean f(x) - mean f(G(z))||^2`` (the data side is a target: no gradient)."""
+    diff = real_features.detach().mean(0) - fake_features.mean(0)
+    return (diff ** 2).sum()
+
+
+class MinibatchDiscrimination(Module):
+    """Minibatch discrimination: lets the discriminator see how alike the examples of a batch
+    are, so a collapsed generator (all samples alike) is easy to spot. Features f (N, A) are
+    projected by a tensor T (A, B, C) to M (N, B, C); for each of the B kernels,
+    ``o(x_i)_b = sum_{j != i} exp(-||M_i,b - M_j,b||_1)``; the output is f with o beside it,
+    (N, A + B).
+
+    >>> import gmcore as gm
+    >>> layer = gm.nn.gan.MinibatchDiscrimination(6, kernels=4, kernel_dim=3)
+    >>> layer(gm.randn(5, 6)).shape
+    gmcore.Size([5, 10])
+    """
+
+    def __init__(self, in_features: int, kernels: int, kernel_dim: int = 5):
+        super().__init__()
+        from ..creation import randn
+
+        self.kernels, self.kernel_dim = int(kernels), int(kernel_dim)
+        self.T = Parameter(randn(in_features, self.kernels * self.kernel_dim) * 0.1)
+
+    def forward(self, f: Tensor) -> Tensor:
+        m = (f @ self.T).reshape(f.shape[0], self.kernels, self.kernel_dim)
+        dist = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(3)            # (N, N, B)
+        o = (-dist).exp().sum(1) - 1.0                                    # minus exp(0), each with itself
+        return gf.cat([f, o], 1)
+
+
+class HistoricalAverage(Module):
+    """Historical averaging: ``||theta - mean of the past thetas||^2`` over ``module``'s
+    parameters, a penalty added to that network's loss; :meth:`update` after each optimizer
+    step adds the new parameters to the average (kept as buffers, so checkpoints hold it).
+
+    >>> import gmcore as gm
+    >>> net = gm.nn.Linear(2, 1)
+    >>> hist = gm.nn.gan.HistoricalAverage(net)
+    >>> hist.penalty(net).item()          # the average starts at the initial parameters
+    0.0
+    """
+
+    def __init__(self, module: Module):
+        super().__init__()
+        from ..creation import tensor
+
+        self.count = Buffer(tensor(1.0))   # parameter sets averaged so far: the initial one
+        for i, p in enumerate(module.parameters()):
+            setattr(self, f"avg{i}", Buffer(p.detach().clone()))
+        self._n = len(list(module.parameters()))
+
+    def _averages(self):
+        return [getattr(self, f"avg{i}") for i in range(self._n)]
+
+    def penalty(self, module: Module) -> Tensor:
+        params = list(module.parameters())
+        if len(params) != self._n:
+            raise ValueError(f"HistoricalAverage tracks {self._n} parameters, the module has {len(params)}")
+        return sum(((p - a) ** 2).sum() for p, a in zip(params, self._averages()))
+
+    def update(self, module: Module) -> None:
+        n = float(self.count.data) + 1.0
+        for p, a in zip(module.parameters(), self._averages()):
+            a.data[...] += (p.detach().data - a.data) / n
+        self.count.data[...] = n
+
+
+class VirtualBatchNorm2d(Module):
+    """Virtual batch normalisation: each example is normalised with the statistics of a fixed
+    reference batch together with itself (not of the batch it happens to be in), so the
+    generator's output for one z never depends on the other z of the batch.
+
+    The reference batch travels in the same forward pass: the first ``reference_size`` rows of
+    the input are the reference examples (the generator prepends its fixed reference noise and
+    drops those rows from its output). For every row, per channel, the mean and the mean of
+    squares are ``(R * ref + own) / (R + 1)`` over the R reference rows' values and the row's
+    own; the reference rows themselves are treated alike.
+
+    >>> import gmcore as gm
+    >>> vbn = gm.nn.gan.VirtualBatchNorm2d(3, reference_size=4)
+    >>> vbn(gm.randn(6, 3, 2, 2)).shape
+    gmcore.Size([6, 3, 2, 2])
+    """
+
+    def __init__(self, num_features: int, reference_size: int, eps: float = 1e-5):
+        super().__init__()
+        from ..creation import ones, zeros
+
+        self.reference_size, self.eps = int(reference_size), float(eps)
+        self.weight = Parameter(ones(num_features))
+        self.bias = Parameter(zeros(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        r = self.reference_size
+        if x.ndim != 4 or x.shape[0] <= r:
+            raise ValueError(f"VirtualBatchNorm2d: expects (R + N, C, H, W) with the {r} reference rows "
+                             f"first, got shape {tuple(x.shape)}")
+        ref = x[:r]
+        ref_mean, ref_sq = ref.mean((0, 2, 3)), (ref ** 2).mean((0, 2, 3))
+        own_mean, own_sq = x.mean((2, 3)), (x ** 2).mean((2, 3))          # (R + N, C)
+        mean = (ref_mean * r + own_mean) / (r + 1)
+        var = (ref_sq * r + own_sq) / (r + 1) - mean ** 2
+        y = (x - mean[:, :, None, None]) / (var[:, :, None, None] + self.eps).sqrt()
+        return y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
