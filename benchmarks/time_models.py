@@ -57,6 +57,19 @@ ROWS = [
     ("nsf", ["--variant", "autoregressive"]),
     ("planar-flow", []),
     ("radial-flow", []),
+    ("vqvae2", []),
+    ("delta-vae", []),
+    ("delta-vae", ["--prior", "normal"]),
+    ("gan", []),
+    ("dcgan", []),
+    ("cgan", []),
+    ("acgan", []),
+    ("wgan", []),
+    ("wgan-gp", []),
+    ("lsgan", []),
+    ("hinge-gan", []),
+    ("wgan-gp", ["--dataset", "8gaussians"]),
+    ("gan", ["--dataset", "8gaussians", "--loss", "minimax"]),
 ]
 
 
@@ -90,8 +103,13 @@ def run_row(model: str, flags: list[str], steps: int | None, work: Path) -> dict
     metrics = json.loads((out / "metrics.json").read_text())
     value, unit = _figure(metrics)
     row.update(figure=value, unit=unit, nll_kind=metrics.get("nll_kind"),
-               digits_fid=metrics.get("digits_fid"), steps=metrics.get("step"))
+               digits_fid=metrics.get("digits_fid"), steps=metrics.get("step"),
+               **{k: metrics[k] for k in SAMPLE_FIGURES if k in metrics})
     return row
+
+
+# what models without a likelihood (GANs) are judged by, when the run reports it
+SAMPLE_FIGURES = ("label_accuracy", "modes_hit", "high_quality_share", "energy_distance")
 
 
 def markdown(rows: list[dict], machine: str) -> str:
@@ -102,7 +120,9 @@ def markdown(rows: list[dict], machine: str) -> str:
             lines.append(f"| `{r['command']}` | failed: {r['error'][0]} | | {r['wall_s']} s |")
             continue
         fid = f"{r['digits_fid']:.1f}" if r.get("digits_fid") is not None else ""
-        lines.append(f"| `{r['command']}` | {r['figure']:.3f} {r['unit']} | {fid} | {r['wall_s']:.0f} s |")
+        figure = f"{r['figure']:.3f} {r['unit']}" if r.get("figure") is not None else \
+            "none (" + ", ".join(f"{k} {r[k]:.3g}" for k in SAMPLE_FIGURES if k in r) + ")"
+        lines.append(f"| `{r['command']}` | {figure} | {fid} | {r['wall_s']:.0f} s |")
     return "\n".join(lines) + "\n"
 
 
