@@ -131,3 +131,14 @@ def fit_full_batch(model, x, steps, lr):
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def write_fake_cifar(folder, per_batch: int = 6, seed: int = 0) -> None:
+    """CIFAR-10 "python version" batches of random 3x32x32 images in ``folder`` (for the 32x32
+    three-channel path of the image models; no real data is needed)."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": [0] * per_batch}
+        (folder / name).write_bytes(pickle.dumps(d, protocol=2))

@@ -34,7 +34,7 @@ def test_each_gan_config_is_its_paper_setting():
     assert (w.loss, w.optimizer, w.clip, w.n_critic) == ("wasserstein", "rmsprop", 0.01, 5)
     assert registry.get("lsgan").config_cls().loss == "least_squares"
     assert registry.get("hinge-gan").config_cls().loss == "hinge"
-    assert GAN.Config().arch == "mlp" and DCGAN.Config().arch == "auto"
+    assert GAN.Config().arch == "auto" and DCGAN.Config().arch == "auto"
     # help and limits survive the change of defaults
     f = {x.name: x for x in dataclasses.fields(WGANGP.Config)}
     assert f["n_critic"].metadata == {x.name: x for x in dataclasses.fields(GANConfig)}["n_critic"].metadata
@@ -217,7 +217,7 @@ def test_virtual_batch_norm_makes_each_sample_independent_of_its_batch():
     z = plain.noise(5)
     assert not np.allclose(plain.generate(z[:2]).detach().numpy()[0], plain.generate(z).detach().numpy()[0])
     with pytest.raises(ValueError, match="needs the conv generator"):
-        GAN(GAN.Config(vbn_reference=4), DataInfo((1, 8, 8), 17, "digits"))
+        GAN(GAN.Config(arch="mlp", vbn_reference=4), DataInfo((1, 8, 8), 17, "digits"))
 
 
 def test_feature_matching_replaces_the_generator_loss():

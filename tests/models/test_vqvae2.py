@@ -3,12 +3,12 @@ bound's arithmetic, the bottom's dependence on the top, per-level logs, the CLI 
 sample, eval), bit-exact resume and the 3x32x32 path."""
 import json
 import math
-import pickle
 
 import numpy as np
 import pytest
 
 import gmcore as gm
+from helpers import write_fake_cifar
 from resume_checks import check_crash_resume
 from gmcore import cli, train
 from gmcore.models.base import DataInfo
@@ -197,10 +197,7 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
 
 
 def test_trains_on_a_cifar_folder(tmp_path):
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        d = {b"data": rng.integers(0, 256, (6, 3072), dtype=np.uint8), b"labels": [0] * 6}
-        (tmp_path / name).write_bytes(pickle.dumps(d, protocol=2))
+    write_fake_cifar(tmp_path)
     run = tmp_path / "run"
     assert cli.main(["train", "vqvae2", "--dataset", "cifar10", "--data-root", str(tmp_path), "--out",
                      str(run), "--steps", "3", *FAST, "--batch-size", "4"]) == 0

@@ -259,7 +259,7 @@ class VQPrior(GenerativeModel):
         else:
             raise ValueError(f"vq-prior: a batch carries {len(rest)} code grids, the base has "
                              f"{len(self.levels)} levels")
-        for (K, h, w), z in zip(self.levels, codes):
+        for (_, h, w), z in zip(self.levels, codes):
             if tuple(z.shape) != (x.shape[0], h, w) or z.dtype != int64:
                 raise ValueError(f"vq-prior: code grids must be int64 ({x.shape[0]}, {h}, {w}), got "
                                  f"{z.dtype} of shape {tuple(z.shape)}")
@@ -293,7 +293,7 @@ class VQPrior(GenerativeModel):
         for n in per_level[1:]:
             total = total + n
         logs = {"prior_nats": total.item()}
-        for name, n, (K, h, w) in zip(self.level_names, per_level, self.levels):
+        for name, n, (_, h, w) in zip(self.level_names, per_level, self.levels):
             logs[f"{name}_nats"] = n.item()
             logs[f"{name}_bits_per_code"] = n.item() / (h * w * _LOG2)
         return total, logs
@@ -325,7 +325,7 @@ class VQPrior(GenerativeModel):
         labels = self._sample_labels(n, labels, dev)
         out = []
         with no_grad(), eval_mode(self):
-            for i, (prior, (K, h, w)) in enumerate(zip(self.priors, self.levels)):
+            for i, (prior, (_, h, w)) in enumerate(zip(self.priors, self.levels)):
                 z = gc.zeros(n, h, w, dtype=int64, device=dev)
                 coarser = out[i - 1] if i else None
                 for r in range(h):
