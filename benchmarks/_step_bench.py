@@ -37,6 +37,19 @@ class StepBench:
     warmup: int = 3
 
 
+def gmcore_sync(device):
+    """What waits for gmcore's queued work on ``device`` (CuPy's current stream; nothing on the CPU)."""
+    if device == "cuda":
+        import cupy
+        return lambda: cupy.cuda.get_current_stream().synchronize()
+    return lambda: None
+
+
+def torch_sync(device):
+    import torch
+    return torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+
 def time_call(call, sync, repeats, warmup) -> dict:
     """Median, p20 and p80 (ms) of ``repeats`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):

@@ -18,7 +18,7 @@ of ``--repeats`` timed calls. Prints a markdown table and writes
 ``benchmarks/results/dcgan_<machine>.{json,md}``.
 """
 import numpy as np
-from _step_bench import StepBench, main, time_call
+from _step_bench import StepBench, gmcore_sync, main, time_call, torch_sync
 
 # name -> (batch, channels, image side, latent, generator channels, discriminator channels)
 SIZES = {"64x3x32x32": (64, 3, 32, 64, 64, 64)}
@@ -28,13 +28,6 @@ SMALL = {"small": (4, 1, 8, 8, 4, 4)}
 def _real(size, seed=0):
     b, c, s = size[:3]
     return (np.random.default_rng(seed).integers(0, 256, (b, c, s, s)) / 255.0).astype(np.float32)
-
-
-def _sync(device):
-    if device == "cuda":
-        import cupy
-        return lambda: cupy.cuda.get_current_stream().synchronize()
-    return lambda: None
 
 
 def run_gmcore(size, device, repeats, warmup):
@@ -58,7 +51,7 @@ def run_gmcore(size, device, repeats, warmup):
         model.zero_grad()
         g_loss.backward()
 
-    return time_call(call, _sync(device), repeats, warmup)
+    return time_call(call, gmcore_sync(device), repeats, warmup)
 
 
 def run_torch(size, device, repeats, warmup):
@@ -103,8 +96,7 @@ def run_torch(size, device, repeats, warmup):
         disc.zero_grad()
         g_loss.backward()
 
-    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
-    return time_call(call, sync, repeats, warmup)
+    return time_call(call, torch_sync(device), repeats, warmup)
 
 
 def _describe(size):

@@ -18,7 +18,7 @@ of ``--repeats`` timed calls. Prints a markdown table and writes
 """
 
 import numpy as np
-from _step_bench import StepBench, main, time_call
+from _step_bench import StepBench, gmcore_sync, main, time_call, torch_sync
 
 # name -> (batch, channels after the squeeze, height = width, hidden channels)
 SIZES = {"digits": (64, 4, 4, 64), "3x32x32": (16, 12, 16, 128)}
@@ -43,15 +43,7 @@ def run_gmcore(size, device, repeats, warmup):
         loss.backward()
         return loss
 
-    if device == "cuda":
-        import cupy
-
-        def sync():
-            cupy.cuda.get_current_stream().synchronize()
-    else:
-        def sync():
-            return None
-    return time_call(call, sync, repeats, warmup)
+    return time_call(call, gmcore_sync(device), repeats, warmup)
 
 
 def run_torch(size, device, repeats, warmup):
@@ -105,8 +97,7 @@ def run_torch(size, device, repeats, warmup):
         loss.backward()
         return loss
 
-    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
-    return time_call(call, sync, repeats, warmup)
+    return time_call(call, torch_sync(device), repeats, warmup)
 
 
 def _describe(size):

@@ -20,7 +20,7 @@ writes ``benchmarks/results/vqvae_<machine>.{json,md}``.
 import math
 
 import numpy as np
-from _step_bench import StepBench, main, time_call
+from _step_bench import StepBench, gmcore_sync, main, time_call, torch_sync
 
 # name -> (batch, channels, image side, codes, code dim, hidden, residual hidden, stages)
 SIZES = {"3x32x32": (32, 3, 32, 512, 64, 128, 32, 2)}
@@ -53,15 +53,7 @@ def run_gmcore(size, device, repeats, warmup):
         loss.backward()
         return loss
 
-    if device == "cuda":
-        import cupy
-
-        def sync():
-            cupy.cuda.get_current_stream().synchronize()
-    else:
-        def sync():
-            return None
-    return time_call(call, sync, repeats, warmup)
+    return time_call(call, gmcore_sync(device), repeats, warmup)
 
 
 def run_torch(size, device, repeats, warmup):
@@ -124,8 +116,7 @@ def run_torch(size, device, repeats, warmup):
         loss.backward()
         return loss
 
-    sync = (lambda: torch.cuda.synchronize()) if device == "cuda" else (lambda: None)
-    return time_call(call, sync, repeats, warmup)
+    return time_call(call, torch_sync(device), repeats, warmup)
 
 
 def _dlml_nll(torch, x, params, bins):

@@ -109,6 +109,7 @@ class Run:
         self.mcfg = mcfg if mcfg is not None else self.spec.config_cls()
         # train() picks and locks the folder; without it, --out or runs/<model>
         self.out = Path(out if out is not None else tcfg.out or Path("runs") / model_name)
+        self._resumed_state = None   # a resumed second stage's checkpoint, read once (_base_model)
         base, self.base_identity = self._base_model(log)
         self.dataset_name = tcfg.dataset or self.spec.dataset
         root = tcfg.data_root or None
@@ -191,7 +192,8 @@ class Run:
             return None, None
         ckpt = self.out / "last.safetensors"
         if self.tcfg.resume and ckpt.exists():
-            state = io.load_checkpoint(self.out / "last", device=self.tcfg.device)
+            # kept for restore(), which would otherwise read and verify the file a second time
+            state = self._resumed_state = io.load_checkpoint(self.out / "last", device=self.tcfg.device)
             identity = state.get("base")
             if not isinstance(identity, dict):
                 raise io.CheckpointError(f"{ckpt}: a {self.spec.name} checkpoint must record its base run "
@@ -244,7 +246,9 @@ class Run:
         from . import models
 
         file = self.out / "last.safetensors"
-        state = io.load_checkpoint(self.out / "last", device=self.tcfg.device)
+        state, self._resumed_state = self._resumed_state, None
+        if state is None:
+            state = io.load_checkpoint(self.out / "last", device=self.tcfg.device)
         run_checks.check_run_fields(state, file, known_models=models.names())
         if state["model_name"] != self.spec.name:
             raise ValueError(f"{file} holds a {state['model_name']!r} run, not {self.spec.name!r}")

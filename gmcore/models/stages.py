@@ -138,6 +138,9 @@ def encode_dataset(base, dataset, batch_size: int = 256):
     from ..autograd import no_grad
     from ..data import ArrayDataset, DataLoader
 
+    if not isinstance(dataset, ArrayDataset):
+        raise TypeError(f"encode_dataset needs an array dataset (gmcore.data.ArrayDataset), got "
+                        f"{type(dataset).__name__}")
     dev = next(base.parameters()).device
     levels = None
     was_training = base.training
@@ -151,13 +154,7 @@ def encode_dataset(base, dataset, batch_size: int = 256):
                 store.append(c.cpu().numpy().astype(np.int64))
     base.train(was_training)
     codes = [np.concatenate(c) for c in levels]
-    arrays = tuple(getattr(dataset, "arrays", ()))
-    transforms = tuple(getattr(dataset, "transforms", (None,) * len(arrays)))
-    if not arrays:   # a dataset without stored arrays: materialise its examples
-        first = dataset.get_batch(np.arange(len(dataset))) if hasattr(dataset, "get_batch") else None
-        if first is None:
-            raise TypeError(f"encode_dataset needs an array dataset, got {type(dataset).__name__}")
-        arrays, transforms = tuple(first), (None,) * len(first)
+    arrays, transforms = tuple(dataset.arrays), tuple(dataset.transforms)
     out = ArrayDataset(*arrays, *codes, transforms=transforms + (None,) * len(codes),
                        name=getattr(dataset, "name", "encoded"))
     for attr in ("num_levels", "num_classes", "classes"):
