@@ -70,6 +70,9 @@ ROWS = [
     ("hinge-gan", []),
     ("wgan-gp", ["--dataset", "8gaussians"]),
     ("gan", ["--dataset", "8gaussians", "--loss", "minimax"]),
+    ("ddpm", []),
+    ("ddpm", ["--learn-sigma"]),
+    ("ddpm", ["--class-cond"]),
 ]
 
 

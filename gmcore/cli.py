@@ -222,7 +222,7 @@ def _selftest(args: argparse.Namespace) -> int:
     return selftest.main(args)
 
 
-from . import cli_train  # noqa: E402,F401  (registers train, sample, eval, models)
+from . import cli_train  # noqa: E402,F401  (registers train, sample, eval, models, and edit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -192,7 +192,10 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
-    _ckpt_arguments(p)
+    p.add_argument("checkpoint", nargs="?", help="a run: RUN_DIR, or its checkpoint RUN_DIR/last[.safetensors]")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("-h", "--help", action="store_true",
+                   help="show this help, with the run's model's evaluation options when RUN is given")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the evaluation's random draws (IWAE samples, dequantization noise); "
                         "default: the one the run's final evaluation used, so the figures equal "
@@ -219,43 +222,63 @@ def _is_image_run(model) -> bool:
     return len(model.data.shape) == 3
 
 
+def _with_model_options(p, model_cls, attr: str, what: str):
+    """Add the options dataclass ``model_cls.<attr>`` (``SampleOptions``, ``EvalOptions``) to
+    parser ``p`` as flags, when a run's model is named and declares it."""
+    from .configs import add_dataclass_flags
+
+    options = getattr(model_cls, attr, None)
+    if options is not None:
+        add_dataclass_flags(p, options, f"{what} of {getattr(model_cls, 'model_name', '')}")
+    return p
+
+
 def _sample_parser(model_cls=None) -> argparse.ArgumentParser:
     """The full ``gmcore sample`` parser: the common flags, plus the sampling options that
     ``model_cls`` declares (its ``SampleOptions`` dataclass) when a run is named."""
     from .cli import ArgumentParser
-    from .configs import add_dataclass_flags
 
-    name = getattr(model_cls, "model_name", "")
     p = ArgumentParser(prog="gmcore sample", add_help=False,
                        description="draw samples from a trained model (a PNG grid, the model's own "
                                    "format, or .npy)")
     _sample_arguments(p)
-    options = getattr(model_cls, "SampleOptions", None)
-    if options is not None:
-        add_dataclass_flags(p, options, f"sampling options of {name}")
-    return p
+    return _with_model_options(p, model_cls, "SampleOptions", "sampling options")
 
 
-def _sample_options(model, extra: list[str]) -> dict:
-    """The model's sampling options from the flags argparse left over; an unknown flag is an
-    error naming the options the model takes."""
+def _eval_parser(model_cls=None) -> argparse.ArgumentParser:
+    """The full ``gmcore eval`` parser: the common flags, plus the evaluation options that
+    ``model_cls`` declares (its ``EvalOptions`` dataclass) when a run is named."""
+    from .cli import ArgumentParser
+
+    p = ArgumentParser(prog="gmcore eval", add_help=False, description=_EVAL_HELP)
+    _eval_arguments(p)
+    return _with_model_options(p, model_cls, "EvalOptions", "evaluation options")
+
+
+def _model_options(model, extra: list[str], attr: str, parser) -> dict:
+    """The model's ``SampleOptions`` / ``EvalOptions`` (``attr``) from the flags argparse left
+    over (``parser(model_cls)`` knows them): every sampling option (defaults filled in), only the
+    evaluation options given; an unknown flag is an error naming the options the model takes."""
     import dataclasses
 
     from .configs import from_namespace
 
-    options = getattr(type(model), "SampleOptions", None)
+    options = getattr(type(model), attr, None)
+    what = "sampling" if attr == "SampleOptions" else "evaluation"
     if options is None:
         if extra:
             raise CLIError(f"unrecognized arguments: {' '.join(extra)} ({model.model_name} has no "
-                           "sampling options)", status=2)
+                           f"{what} options)", status=2)
         return {}
-    p = _sample_parser(type(model))
-    ns, unknown = p.parse_known_args(extra)
+    ns, unknown = parser(type(model)).parse_known_args(extra)
     if unknown:
         known = ", ".join("--" + f.name.replace("_", "-") for f in dataclasses.fields(options))
         raise CLIError(f"unrecognized arguments: {' '.join(unknown)} ({model.model_name} takes {known})",
                        status=2)
-    return dataclasses.asdict(from_namespace(options, ns))
+    values = dataclasses.asdict(from_namespace(options, ns))
+    if attr == "EvalOptions":   # config fields: only the flags given replace the run's values
+        return {k: v for k, v in values.items() if getattr(ns, k, None) is not None}
+    return values
 
 
 @command("sample", help="draw samples from a trained model (a PNG grid, the model's own format, or .npy)",
@@ -276,7 +299,7 @@ def _sample(args: argparse.Namespace) -> int:
     require_device(args.device)
     ckpt = _resolve_ckpt(args.checkpoint)
     model, state = load_run_model(ckpt, device=args.device)
-    options = _sample_options(model, getattr(args, "extra", []))
+    options = _model_options(model, getattr(args, "extra", []), "SampleOptions", _sample_parser)
     gen = Generator(device=args.device).manual_seed(args.seed)
     if args.out.endswith(".npy"):
         with no_grad():
@@ -360,23 +383,31 @@ def _run_dataset(model, state, split):
     return gdata.get_dataset(state["data"]["name"], split, root=root, **opts)
 
 
-@command("eval", help="test bits per dim, char or sample of a trained model, and for digits runs the "
-         "sample quality (digits-FID, KID, precision/recall); the figures equal metrics.json's",
-         add_arguments=_eval_arguments)
+_EVAL_HELP = ("test bits per dim, char or sample of a trained model, and for digits runs the sample "
+              "quality (digits-FID, KID, precision/recall); the figures equal metrics.json's")
+
+
+@command("eval", help=_EVAL_HELP, add_arguments=_eval_arguments, extra_flags=True)
 def _eval(args: argparse.Namespace) -> int:
     from .autograd import no_grad
     from .train import eval_seed, evaluate, final_samples, load_run_model, model_data
 
+    if args.help:
+        _eval_parser(_run_model_class(args.checkpoint) if args.checkpoint else None).print_help()
+        return 0
+    if not args.checkpoint:
+        _eval_parser().error("the following arguments are required: checkpoint")
     require_device(args.device)
     ckpt = _resolve_ckpt(args.checkpoint)
     model, state = load_run_model(ckpt, device=args.device)
+    options = _model_options(model, getattr(args, "extra", []), "EvalOptions", _eval_parser)
     test = _run_dataset(model, state, "test")
     tc = state["train_config"]
     # The run's own final evaluation drew from this seed (and used the EMA weights, which
     # load_run_model swaps in): the same seed gives the same figure, bit for bit.
     seed = eval_seed(tc["seed"], state["step"]) if args.seed is None else args.seed
     res = {"model": state["model_name"], "step": state["step"], "seed": seed,
-           **evaluate(model, model_data(model, test), seed=seed, device=args.device)}
+           **evaluate(model, model_data(model, test), seed=seed, device=args.device, options=options)}
     if args.sample_quality and state["data"]["name"] == "digits" and _is_image_run(model):
         with no_grad():  # the run's own end-of-training draws: same seed, same number
             _, quality = final_samples(model, test, "digits", seed=tc["seed"],
@@ -402,3 +433,8 @@ def _models(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
     return 0
+
+
+# `gmcore edit` uses the helpers above: registered once this module is complete, whichever of
+# gmcore.cli and gmcore.cli_train is imported first
+from . import cli_edit  # noqa: E402,F401

@@ -36,6 +36,7 @@ import platform
 import signal
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -368,12 +369,25 @@ def model_data(model, dataset):
     return prepare(dataset) if prepare is not None else dataset
 
 
-def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu") -> dict:
+def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu", options=None) -> dict:
     """Test NLL of ``model`` on ``dataset`` (the model's ``nll``) in nats per example and in bits
     per dimension, character or sample: ``test_bits`` with its ``unit`` ("dim", "char",
     "sample"), and the same figure under its own name (``test_bits_per_dim``, ...). On continuous
     data (``num_levels == 0``: the 2-D toys) the NLL is a density's, in nats, and bits per
-    dimension mean nothing: only ``test_nll_nats`` with ``unit`` "nats"."""
+    dimension mean nothing: only ``test_nll_nats`` with ``unit`` "nats". ``options``: values of
+    the model's ``EvalOptions`` (``gmcore eval RUN --flag``), config fields that replace the
+    run's for this evaluation and are recorded in the result beside the figure they shaped."""
+    options = dict(options or {})
+    saved = model.config
+    if options:
+        model.config = dataclasses.replace(saved, **options)
+    try:
+        return _evaluate(model, dataset, batch_size, seed, device, options)
+    finally:
+        model.config = saved
+
+
+def _evaluate(model, dataset, batch_size, seed, device, options) -> dict:
     from .data import DataLoader
 
     if model.nll_kind == "none":   # no likelihood (GANs): nothing to evaluate on the test split
@@ -390,11 +404,11 @@ def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu")
     model.train(was_training)
     nats = total / max(count, 1)
     if model.data.num_levels == 0:
-        return {"test_nll_nats": nats, "unit": "nats", "nll_kind": model.nll_kind}
+        return {"test_nll_nats": nats, "unit": "nats", "nll_kind": model.nll_kind, **options}
     bits = metrics.bits_per_dim(nats, model.data.dims)
     unit = bits_unit(model.data.name or getattr(dataset, "name", ""))
     return {"test_nll_nats": nats, f"test_bits_per_{unit}": bits, "test_bits": bits, "unit": unit,
-            "nll_kind": model.nll_kind}
+            "nll_kind": model.nll_kind, **options}
 
 
 class _StopSignals:

@@ -142,3 +142,13 @@ def write_fake_cifar(folder, per_batch: int = 6, seed: int = 0) -> None:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         d = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), b"labels": [0] * per_batch}
         (folder / name).write_bytes(pickle.dumps(d, protocol=2))
+
+
+def perturbed(model, scale: float = 0.3, seed: int = 0):
+    """``model`` with seeded noise added to every weight, fan-in scaled, also to the
+    zero-initialised output layers (so a fresh diffusion net's outputs vary); in eval mode."""
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.data[...] = p.data + scale * rng.standard_normal(p.shape).astype(p.data.dtype) / np.sqrt(
+            max(1, p.numel() // p.shape[0]))
+    return model.eval()

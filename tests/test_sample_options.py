@@ -1,6 +1,9 @@
-"""Sampling options (the model contract's ``SampleOptions``): ``gmcore sample RUN --flag value``
-reaches ``model.sample(n, generator, **options)``, ``--help`` lists the run's options, and an
-unknown flag is refused in one line."""
+"""Sampling and evaluation options (the model contract's ``SampleOptions`` and ``EvalOptions``):
+``gmcore sample RUN --flag value`` reaches ``model.sample(n, generator, **options)``, ``gmcore eval
+RUN --flag value`` replaces that config field for the evaluation and is recorded beside the
+figure, ``--help`` lists the run's options, and an unknown flag is refused in one line."""
+import json
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +23,7 @@ class Tempered(GenerativeModel):
     @dataclass
     class Config:
         width: int = 1
+        scale: float = 1.0     # an evaluation setting: EvalOptions below may replace it
 
     @dataclass
     class SampleOptions:
@@ -33,8 +37,12 @@ class Tempered(GenerativeModel):
         loss = ((batch[0] - self.mean) ** 2).mean()
         return loss, {}
 
+    @dataclass
+    class EvalOptions:
+        scale: float = field(default=1.0, metadata={"help": "multiplies the NLL", "min": 0.0})
+
     def nll(self, batch, generator=None):
-        return ((batch[0] - self.mean) ** 2).reshape(batch[0].shape[0], -1).sum(1)
+        return ((batch[0] - self.mean) ** 2).reshape(batch[0].shape[0], -1).sum(1) * self.config.scale
 
     def sample(self, n, generator=None, temperature=1.0):
         return (self.mean * temperature).expand(n, *self.data.shape).clamp(0, 1)
@@ -90,3 +98,20 @@ def test_models_without_options_refuse_extra_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:               # other commands: argparse's own error
         cli.main(["info", "--bogus"])
     assert exc.value.code == 2
+
+
+def test_eval_option_reaches_nll_and_is_recorded(run, capsys):
+    assert cli.main(["eval", str(run), "--no-sample-quality"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli.main(["eval", str(run), "--no-sample-quality", "--scale", "3"]) == 0
+    scaled = json.loads(capsys.readouterr().out)
+    assert scaled["scale"] == 3.0
+    assert "scale" not in plain      # the run's own value, as in metrics.json
+    assert scaled["test_nll_nats"] == pytest.approx(3 * plain["test_nll_nats"], rel=1e-6)
+    assert cli.main(["eval", str(run), "--help"]) == 0
+    assert "--scale" in capsys.readouterr().out
+    assert cli.main(["eval", str(run), "--sclae", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--sclae" in err and "--scale" in err, err
+    with pytest.raises(SystemExit):                      # no run named: argparse's usage error
+        cli.main(["eval"])

@@ -14,7 +14,7 @@ import numpy as np
 from ._images import ImageArrayDataset
 from .errors import DataError
 
-__all__ = ["ImageFolder", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
+__all__ = ["ImageFolder", "read_image", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Pillow's own decompression-bomb threshold (about 256 MB of RGB): checked from the header,
@@ -80,6 +80,33 @@ def _open(path):
         yield im
 
 
+def read_image(path, size=None, mode="L") -> np.ndarray:
+    """One image file as uint8 levels (C, H, W): ``mode`` "L" (C=1) or "RGB" (C=3), resized
+    (bilinear) to ``size`` = (height, width) when given. Every failure is a DataError naming the
+    file (unreadable, too large).
+
+    >>> import tempfile, os
+    >>> from PIL import Image
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.png")
+    >>> Image.new("RGB", (16, 12), (255, 0, 0)).save(path)
+    >>> read_image(path, size=(8, 8)).shape
+    (1, 8, 8)
+    """
+    Image, _ = _pil()
+    size = _size_arg(size)
+    with _open(path) as im:
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{path}: not a readable image ({e})") from None
+        if im.mode != mode:
+            im = im.convert(mode)
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
 def _size_arg(size):
     if size is None:
         return None
@@ -115,7 +142,6 @@ class ImageFolder(ImageArrayDataset):
         root = Path(os.fspath(root)).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"image folder not found: {root}")
-        Image, _ = _pil()
         items, classes = _scan(root, ignore_other_files)
         # headers first (Image.open decodes no pixels): a giant image is refused before anything
         # is decoded, and only one full-size image is ever held in memory below
@@ -128,17 +154,7 @@ class ImageFolder(ImageArrayDataset):
         arrays = []
         first = None
         for p, _ in items:
-            with _open(p) as im:
-                try:
-                    im.load()
-                except (OSError, SyntaxError, ValueError) as e:
-                    raise DataError(f"{p}: not a readable image ({e})") from None
-                if im.mode != mode:
-                    im = im.convert(mode)
-                if size is not None and im.size != (size[1], size[0]):
-                    im = im.resize((size[1], size[0]), Image.BILINEAR)
-                a = np.asarray(im, dtype=np.uint8)
-            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+            a = read_image(p, size, mode)
             if first is None:
                 first = (p, a.shape)
             elif a.shape != first[1]:

@@ -36,6 +36,10 @@ number of discrete levels per value, data range). It defines:
                                                              "min": 0.0})
 
       def sample(self, n, generator=None, temperature=1.0): ...
+* optional nested dataclass ``EvalOptions``: config fields that only change how ``nll`` is
+  computed (a diffusion model's bound over a subsample of its timesteps), with the same names:
+  ``gmcore eval RUN --timesteps-subsample 1`` replaces the run's value for that evaluation
+  (``nll`` and ``nll_kind`` read ``self.config``) and records it beside the figure.
 * optional ``save_pictures(out_dir, generator, test_set=None) -> dict``: extra pictures a run
   writes at its end beside ``samples.png`` (Glow's temperature strip, VQ-VAE's reconstructions
   of ``test_set``, the run's test split), under the EMA weights, in eval mode and without

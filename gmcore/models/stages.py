@@ -1,12 +1,27 @@
 """Two-stage training: a model trained on the latents of a finished run (``--base-run RUN``).
 
 The first stage (a *base model*, e.g. ``vqvae``) declares what its latents are with a class
-attribute ``latent_kind`` and the methods that kind promises. The kinds:
+attribute ``latent_kind`` (one kind) or ``latent_kinds`` (a tuple, for a base that offers several)
+and the methods each kind promises (:func:`latent_kinds` reads either). The kinds:
 
 * ``"vq-codes"``: grids of codebook indices, one per level, the top (coarsest) level first.
   ``code_levels`` (a tuple of ``(num_codes, h, w)``), ``encode(x) -> tuple`` of int64 (B, h, w)
   grids, ``decode(codes) -> images`` in [0, 1], ``recon_nll(x, codes) -> (B,)`` nats of
   ``-log p(x | z)``, ``prior_nats()`` (the uniform prior's cost).
+* ``"continuous"``: real-valued latents, for a model that diffuses them (``latent-diffusion``).
+  ``continuous_latent_shape`` (one example's latent: ``(d,)`` for a vector, ``(C, h, w)`` for a
+  grid), ``encode_latents(x) -> Tensor`` (B, *continuous_latent_shape), deterministic, and
+  ``decode_latents(z) -> images`` in [0, 1]. ``vae``: the posterior mean (pushed through the
+  posterior flow when there is one), decoded to the decoder's mean; ``vqvae`` / ``vqvae2``: the
+  encoder's output before quantization (Rombach et al.'s "VQ-reg" autoencoder: the decoder
+  quantizes to the nearest codes, then decodes).
+* ``"diffusion"``: a diffusion model's process, for a second stage that learns on its noisy
+  examples (``noisy-classifier``). ``diffusion`` (its
+  :class:`~gmcore.models.diffusion.gaussian_diffusion.GaussianDiffusion`, whose ``schedule`` the
+  second stage trains on), ``diffusion_shape`` (C, H, W) of one diffused example,
+  ``to_diffusion(x) -> x0`` (images in [0, 1] to the diffused space) and ``sample(n, generator,
+  guidance=s, label=y, classifier=model)`` (classifier-guided samples). ``ddpm`` and its
+  subclasses.
 
 The second stage declares ``base_kinds`` (the kinds it can train on) and a Config field
 ``base_run``; it is built as ``Model(config, data, base=base_model)`` and keeps the base as
@@ -23,7 +38,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["load_base_run", "build_base", "encode_dataset", "base_identity", "note_base_changes"]
+__all__ = ["load_base_run", "build_base", "encode_dataset", "base_identity", "note_base_changes",
+           "latent_kinds"]
 
 
 def _checkpoint_file(path) -> Path:
@@ -47,12 +63,23 @@ def _file_sha256(file: Path) -> str:
     return h.hexdigest()
 
 
+def latent_kinds(model) -> tuple:
+    """The latent kinds a (base) model offers: its class's ``latent_kinds`` tuple, else its single
+    ``latent_kind``, else ``()``."""
+    kinds = getattr(type(model), "latent_kinds", None)
+    if kinds:
+        return tuple(kinds)
+    kind = getattr(type(model), "latent_kind", None)
+    return (kind,) if kind else ()
+
+
 def check_base_kind(model_name: str, base_kinds, base) -> None:
-    """ValueError unless ``base``'s ``latent_kind`` is one of ``base_kinds``."""
-    kind = getattr(type(base), "latent_kind", None)
-    if kind not in base_kinds:
+    """ValueError unless one of ``base``'s latent kinds (:func:`latent_kinds`) is in ``base_kinds``."""
+    kinds = latent_kinds(base)
+    if not set(kinds) & set(base_kinds):
         what = f"{getattr(base, 'model_name', type(base).__name__)!r}"
-        has = f"latents of kind {kind!r}" if kind else "no latents a second stage can use"
+        has = (f"latents of kind {' or '.join(map(repr, kinds))}" if kinds
+               else "no latents a second stage can use")
         raise ValueError(f"{model_name} trains on a base run whose model gives {' or '.join(map(repr, base_kinds))} "
                          f"latents; a {what} model has {has}")
 

@@ -8,5 +8,7 @@ from .dcgan import DCGAN  # noqa: F401
 from .gan import GAN  # noqa: F401
 from .hinge_gan import HingeGAN  # noqa: F401
 from .lsgan import LSGAN  # noqa: F401
+from .vae_gan import VAEGAN  # noqa: F401
+from .wavegan import WaveGAN  # noqa: F401
 from .wgan import WGAN  # noqa: F401
 from .wgan_gp import WGANGP  # noqa: F401

@@ -114,9 +114,7 @@ class AdversarialModel(GenerativeModel):
         if c.loss not in gan_losses.KINDS:
             raise ValueError(f"{self.model_name}: unknown --loss {c.loss!r}; choose one of "
                              f"{', '.join(gan_losses.KINDS)}")
-        if not (len(data.shape) == 3 or (data.num_levels == 0 and len(data.shape) == 1)):
-            raise ValueError(f"{self.model_name} models images or continuous vectors (the 2-D toys), not "
-                             f"{data.name or 'data'} of shape {tuple(data.shape)}")
+        self._check_data(data)
         if c.gp_weight and c.d_norm == "batch" and self._conv:
             raise ValueError(f"{self.model_name}: a gradient penalty is per example, which batch norm in the "
                              "critic breaks (Gulrajani et al. 2017); use --d-norm layer or none")
@@ -128,6 +126,13 @@ class AdversarialModel(GenerativeModel):
         if c.historical_weight:
             self.g_history = gan_losses.HistoricalAverage(self.generator)
             self.d_history = gan_losses.HistoricalAverage(self.discriminator)
+
+    def _check_data(self, data: DataInfo) -> None:
+        """Refuse data these networks cannot model (a GAN with its own networks, e.g. WaveGAN's
+        1-D convolutions for audio, overrides it with ``_build_networks``)."""
+        if not (len(data.shape) == 3 or (data.num_levels == 0 and len(data.shape) == 1)):
+            raise ValueError(f"{self.model_name} models images or continuous vectors (the 2-D toys), not "
+                             f"{data.name or 'data'} of shape {tuple(data.shape)}")
 
     def _build_networks(self) -> None:
         c, data, k = self.config, self.data, self.num_classes
@@ -165,14 +170,15 @@ class AdversarialModel(GenerativeModel):
 
     # ---- the training-loop contract (gmcore/models/base.py) --------------------------------------
     def configure_optimizers(self, tcfg) -> dict:
-        c = self.config
+        return {"generator": self.make_optimizer(self.generator, tcfg.lr),
+                "discriminator": self.make_optimizer(self.discriminator, tcfg.lr * self.config.d_lr_mult)}
 
-        def make(params, lr):
-            if c.optimizer == "rmsprop":
-                return optim.RMSprop(params, lr=lr)
-            return optim.Adam(params, lr=lr, betas=(c.beta1, c.beta2))
-        return {"generator": make(self.generator.parameters(), tcfg.lr),
-                "discriminator": make(self.discriminator.parameters(), tcfg.lr * c.d_lr_mult)}
+    def make_optimizer(self, module, lr: float):
+        """``--optimizer`` (Adam with ``--beta1/--beta2``, or RMSprop) over ``module``'s parameters."""
+        c = self.config
+        if c.optimizer == "rmsprop":
+            return optim.RMSprop(module.parameters(), lr=lr)
+        return optim.Adam(module.parameters(), lr=lr, betas=(c.beta1, c.beta2))
 
     def ema_module(self):
         return self.generator

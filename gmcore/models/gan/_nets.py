@@ -124,11 +124,31 @@ class ConvDiscriminator(nn.Module):
             mods += [nn.Conv2d(ch, ch * 2, 4, stride=2, padding=1), _norm(norm, ch * 2), nn.LeakyReLU(0.2)]
             ch, h, w = ch * 2, h // 2, w // 2
         self.body = nn.Sequential(*mods, nn.Flatten())
+        self.blocks = sum(isinstance(m, nn.LeakyReLU) for m in mods)   # conv blocks, each ending in one
         self.minibatch = _minibatch(ch * h * w, minibatch_kernels)
         self.head = nn.Linear(ch * h * w + minibatch_kernels, outputs)
 
-    def features(self, x: Tensor) -> Tensor:
-        return self.body(x)
+    def features(self, x: Tensor, layer: int = 0) -> Tensor:
+        """The activations after conv block ``layer`` (1 = the first; 0 = the last), flattened to
+        (B, F); the network stops there."""
+        return self.forward_and_features(x, layer, head=False)[1]
+
+    def forward_and_features(self, x: Tensor, layer: int = 0, head: bool = True):
+        """(the outputs, or None without ``head``; ``features(x, layer)``) from one pass."""
+        layer = layer or self.blocks
+        if not 1 <= layer <= self.blocks:
+            raise ValueError(f"feature layer {layer} does not exist: this discriminator has conv blocks "
+                             f"1..{self.blocks} (0 = the last)")
+        seen, feats = 0, None
+        for m in self.body:
+            x = m(x)
+            if isinstance(m, nn.LeakyReLU):
+                seen += 1
+                if seen == layer:
+                    feats = x.reshape(x.shape[0], -1)
+                    if not head:
+                        return None, feats
+        return self.head(self.minibatch(x)), feats
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.minibatch(self.body(x)))

@@ -151,6 +151,8 @@ class VQCodesModel(GenerativeModel):
     and figures ("" for one level)."""
 
     latent_kind = "vq-codes"
+    # also the encoder's output before quantization, for latent-diffusion (gmcore.models.stages)
+    latent_kinds = ("vq-codes", "continuous")
     nll_kind = "bound (uniform prior over the codes)"
     level_names: tuple = ("",)
 
@@ -162,6 +164,20 @@ class VQCodesModel(GenerativeModel):
 
     def _decoder_params(self, codes: tuple) -> Tensor:
         raise NotImplementedError
+
+    def encode_latents(self, x: Tensor) -> Tensor:
+        """The "continuous" latents (B, *continuous_latent_shape) of images ``x``: the encoder's
+        output before quantization (z_e); no state change."""
+        raise NotImplementedError
+
+    def latent_codes(self, z: Tensor) -> tuple:
+        """The code grids (top first) nearest to continuous latents ``z``."""
+        raise NotImplementedError
+
+    def decode_latents(self, z: Tensor) -> Tensor:
+        """Images in [0, 1] for continuous latents ``z``: quantized to the nearest codes, then
+        decoded (the decoder's mean), as Rombach et al.'s VQ-regularised autoencoder does."""
+        return self.decode(self.latent_codes(z))
 
     # ---- codes ------------------------------------------------------------------------------
     @property

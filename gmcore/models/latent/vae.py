@@ -42,6 +42,9 @@ With a flow, ``free_bits`` floors the batch-mean *total* KL at ``latent_dim * fr
 (the KL no longer splits into per-dimension terms; IAF's paper uses groups for the same
 reason). With ``posterior_flow = none`` (the default) the model is exactly the plain VAE above.
 
+As a base of ``latent-diffusion`` (latent kind "continuous"), ``encode_latents`` gives the
+posterior mean and ``decode_latents`` the decoder's mean.
+
 Digits with the defaults otherwise (2000 steps, flow_steps 4), test bits/dim of the IWAE bound
 (k = 64): none 1.848, iaf 1.845, planar 1.843, radial 1.855.
 """
@@ -151,6 +154,8 @@ class VAE(GenerativeModel):
     """
 
     Config = VAEConfig
+    # a base for latent-diffusion (gmcore.models.stages): encode_latents, decode_latents
+    latent_kind = "continuous"
 
     @classmethod
     def dataset_options(cls, config) -> dict:
@@ -349,6 +354,24 @@ class VAE(GenerativeModel):
         stride = 3 * k if ch == 3 else 2 * k
         means = [(weights * params[:, k + c * stride:k + c * stride + k]).sum(1) for c in range(ch)]
         return (gf.stack(means, 1).clamp(-1.0, 1.0) + 1.0) * 0.5
+
+    # ---- the "continuous" latents a second stage diffuses (gmcore.models.stages) -------------
+    @property
+    def continuous_latent_shape(self) -> tuple:
+        return (self.config.latent_dim,)
+
+    def encode_latents(self, x: Tensor) -> Tensor:
+        """(B, latent_dim): the posterior's mean mu(x), pushed through the posterior flow when
+        there is one (the flow's image of the mean: what the decoder sees for that draw);
+        deterministic, so the latents can be encoded once."""
+        mu, _, context = self._encode(x)
+        if self.posterior is None:
+            return mu
+        return self.posterior(mu, context)[0]
+
+    def decode_latents(self, z: Tensor) -> Tensor:
+        """Images in [0, 1] for latents ``z`` (B, latent_dim): the decoder's mean."""
+        return self.decode_mean(z)
 
     def sample(self, n, generator=None) -> Tensor:
         dev = next(self.parameters()).device

@@ -32,7 +32,10 @@ model learned is ``reconstructions.png``: test images, each row followed by its 
 A second stage reads the model through the "vq-codes" protocol (``latent_kind``): ``code_levels``
 (one level, ``(K, h, w)``), :meth:`VQVAE.encode` (images -> a 1-tuple of (B, h, w) int64 code
 grids), ``decode`` (that tuple, or the bare grid -> images in [0, 1]), ``recon_nll``
-(``-log p(x|z)`` for its bound) and ``prior_nats`` (the uniform prior's own). The networks, the
+(``-log p(x|z)`` for its bound) and ``prior_nats`` (the uniform prior's own). It also offers
+"continuous" latents (``latent_kinds``) to ``latent-diffusion``: ``encode_latents`` gives the
+encoder's output before quantization z_e, (B, code_dim, h, w), and ``decode_latents``
+quantizes such a grid to the nearest codes and decodes it. The networks, the
 likelihood and the pictures are shared with ``vqvae2`` (``_vq_common.py``).
 """
 from __future__ import annotations
@@ -116,6 +119,17 @@ class VQVAE(VQCodesModel):
 
     def _decoder_params(self, codes: tuple) -> Tensor:
         return self.decoder(self.embed(0, codes[0]))
+
+    @property
+    def continuous_latent_shape(self) -> tuple:
+        return (self.config.code_dim, *self.latent_shape)
+
+    def encode_latents(self, x: Tensor) -> Tensor:
+        """z_e (B, code_dim, h, w): the encoder's output before quantization."""
+        return self.encoder(x)
+
+    def latent_codes(self, z: Tensor) -> tuple:
+        return (nearest_codes(self.quantizer, z),)
 
     def loss(self, batch):
         x = batch[0]

@@ -37,7 +37,8 @@ metrics.json gets each level's code use on the test set.
 
 The "vq-codes" protocol a second stage reads: ``code_levels`` ((K, h, w) of the top, then the
 bottom), ``encode(x) -> (top, bottom)`` int64 grids, ``decode((top, bottom))``, ``recon_nll``
-and ``prior_nats``.
+and ``prior_nats``; and the "continuous" one of ``latent-diffusion``: both levels' z_e on the
+bottom grid (the top's moved there by pixel shuffle, see ``continuous_latent_shape``).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 
 from ... import functional as gf
 from ... import nn
+from ...nn import functional as F
 from ...tensor import Tensor
 from ..base import DataInfo
 from ..registry import register
@@ -139,6 +141,31 @@ class VQVAE2(VQCodesModel):
     def _decoder_params(self, codes: tuple) -> Tensor:
         q_top, q_bottom = self.embed(0, codes[0]), self.embed(1, codes[1])
         return self._decode_vectors(q_top, q_bottom)
+
+    # ---- the "continuous" latents (gmcore.models.stages): both grids' z_e on the bottom grid ----
+    @property
+    def continuous_latent_shape(self) -> tuple:
+        """(code_dim + code_dim / 4, h_bot, w_bot): the bottom z_e, then the top z_e moved onto
+        the bottom grid by pixel shuffle (each top vector's 4 quarters on its 2x2 bottom cells),
+        so one grid holds both, losslessly; needs code_dim divisible by 4."""
+        d, (h, w) = self.config.code_dim, self.latent_shapes[1]
+        return (d + d // 4, h, w)
+
+    def encode_latents(self, x: Tensor) -> Tensor:
+        d = self.config.code_dim
+        if d % 4:
+            raise ValueError(f"vqvae2: continuous latents put the top grid's z_e on the bottom grid by "
+                             f"pixel shuffle, which needs --code-dim divisible by 4, got {d}")
+        features = self.encoder_bottom(x)
+        z_top = self.encoder_top(features)
+        top = nearest_codes(self.quantizer_top, z_top)
+        z_bottom = self._bottom_input(features, self.embed(0, top))
+        return gf.cat([z_bottom, F.pixel_shuffle(z_top, 2)], 1)
+
+    def latent_codes(self, z: Tensor) -> tuple:
+        d = self.config.code_dim
+        z_top = F.pixel_unshuffle(z[:, d:], 2)
+        return (nearest_codes(self.quantizer_top, z_top), nearest_codes(self.quantizer_bottom, z[:, :d]))
 
     def _decode_vectors(self, q_top: Tensor, q_bottom: Tensor) -> Tensor:
         return self.decoder(gf.cat([self.upsample_top(q_top), q_bottom], 1))
