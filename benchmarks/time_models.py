@@ -70,9 +70,12 @@ ROWS = [
     ("hinge-gan", []),
     ("wgan-gp", ["--dataset", "8gaussians"]),
     ("gan", ["--dataset", "8gaussians", "--loss", "minimax"]),
+    ("vae-gan", []),
+    ("wavegan", []),
     ("ddpm", []),
     ("ddpm", ["--learn-sigma"]),
     ("ddpm", ["--class-cond"]),
+    ("bit-diffusion", []),
 ]
 
 
