@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .cli import CLIError, command
 from .cli_train import (_model_options, _resolve_ckpt, _run_dataset, _run_model_class, _with_model_options,
                         require_device)
@@ -53,8 +55,6 @@ _HELP = "SDEdit: noise images to a time t and denoise them with a trained diffus
 
 def _file_images(paths, model):
     """The image files as the run's data: (N, C, H, W) float32 in [0, 1] on the run's levels."""
-    import numpy as np
-
     from .data.image_folder import read_image
 
     C, H, W = (int(v) for v in model.data.shape)
@@ -114,8 +114,6 @@ def _edit(args: argparse.Namespace) -> int:
     out = args.out or str(ckpt.parent / f"edit_{args.seed}.png")
     if not out.endswith(".png"):
         raise CLIError(f"--out {out}: edit writes a PNG grid", status=2)
-    import numpy as np
-
     save_image_grid(np.concatenate([x, edited]), out, nrow=len(x))
     summary = {"edited": len(x), "strength": args.strength, "out": out,
                "mean_abs_change": float(np.abs(edited - x).mean())}

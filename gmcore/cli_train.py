@@ -172,11 +172,6 @@ def _train(args: argparse.Namespace) -> int:
     return 130 if result.get("interrupted") else 0
 
 
-def _ckpt_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="a run: RUN_DIR, or its checkpoint RUN_DIR/last[.safetensors]")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-
-
 def _sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", nargs="?", help="a run: RUN_DIR, or its checkpoint RUN_DIR/last[.safetensors]")
     p.add_argument("-h", "--help", action="store_true",

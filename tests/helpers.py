@@ -152,3 +152,20 @@ def perturbed(model, scale: float = 0.3, seed: int = 0):
         p.data[...] = p.data + scale * rng.standard_normal(p.shape).astype(p.data.dtype) / np.sqrt(
             max(1, p.numel() // p.shape[0]))
     return model.eval()
+
+
+def check_eval_and_sample(run, res, capsys, tmp_path, shape=(1, 8, 8)):
+    """``gmcore eval RUN`` reproduces the run's own test figure ``res["test_bits"]`` and ``gmcore
+    sample RUN --out s.npy`` writes three samples of ``shape``."""
+    import json
+
+    import pytest
+
+    from gmcore import cli
+
+    capsys.readouterr()
+    assert cli.main(["eval", str(run), "--no-sample-quality"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_bits"] == pytest.approx(res["test_bits"], rel=1e-12)
+    out = tmp_path / "s.npy"
+    assert cli.main(["sample", str(run), "--n", "3", "--out", str(out)]) == 0
+    assert np.load(out).shape == (3, *shape)

@@ -144,10 +144,11 @@ def build_base(identity: dict, source: str = "checkpoint"):
     return spec.cls(mcfg, info).requires_grad_(False).eval()
 
 
-def encode_dataset(base, dataset, batch_size: int = 256):
+def encode_dataset(base, dataset, batch_size: int = 256, encode=None):
     """``dataset`` with the base's latents appended: an ArrayDataset whose examples are the
     original example (images[, labels]) followed by one int64 code grid per level, encoded once
-    under no_grad on the base's device and kept in host memory.
+    under no_grad on the base's device and kept in host memory. ``encode(images) -> tuple`` of
+    tensors replaces ``base.encode`` (e.g. a base's continuous latents, one float array).
 
     >>> import gmcore as gm
     >>> from gmcore.data import ArrayDataset
@@ -172,13 +173,16 @@ def encode_dataset(base, dataset, batch_size: int = 256):
     levels = None
     was_training = base.training
     base.eval()
+    if encode is None:
+        def encode(x):
+            return tuple(c.long() for c in base.encode(x))
     with no_grad():
         for batch in DataLoader(dataset, batch_size=batch_size, device=dev):
-            codes = base.encode(batch[0])
+            codes = encode(batch[0])
             if levels is None:
                 levels = [[] for _ in codes]
             for store, c in zip(levels, codes):
-                store.append(c.cpu().numpy().astype(np.int64))
+                store.append(c.cpu().numpy())
     base.train(was_training)
     codes = [np.concatenate(c) for c in levels]
     arrays, transforms = tuple(dataset.arrays), tuple(dataset.transforms)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import gmcore as gm
-from helpers import write_fake_cifar
+from helpers import check_eval_and_sample, write_fake_cifar
 from resume_checks import check_crash_resume
 from gmcore import cli, train
 from gmcore.models.base import DataInfo
@@ -183,12 +183,7 @@ def test_cli_run_writes_reconstructions_and_figures(tmp_path, capsys):
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["split"] == "train"]
     assert len(train_rows) == 2 and all({"perplexity", "usage", "dead_codes"} <= set(r) for r in train_rows)
-    capsys.readouterr()
-    assert cli.main(["eval", str(run), "--no-sample-quality"]) == 0
-    assert json.loads(capsys.readouterr().out)["test_bits"] == pytest.approx(res["test_bits"], rel=1e-12)
-    out = tmp_path / "s.npy"
-    assert cli.main(["sample", str(run), "--n", "3", "--out", str(out)]) == 0
-    assert np.load(out).shape == (3, 1, 8, 8)
+    check_eval_and_sample(run, res, capsys, tmp_path)
 
 
 def test_save_pictures_takes_the_test_set(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gmcore as gm
-from helpers import write_fake_cifar
+from helpers import check_eval_and_sample, write_fake_cifar
 from resume_checks import check_crash_resume
 from gmcore import cli, train
 from gmcore.models.base import DataInfo
@@ -183,12 +183,7 @@ def test_cli_run_pictures_sample_eval(tmp_path, capsys):
     per_level = {f"{k}_{lv}" for k in ("perplexity", "usage", "dead_codes") for lv in ("top", "bottom")}
     train_rows = [r for r in rows if r["split"] == "train"]
     assert len(train_rows) == 2 and all(per_level <= set(r) for r in train_rows)
-    capsys.readouterr()
-    assert cli.main(["eval", str(run), "--no-sample-quality"]) == 0
-    assert json.loads(capsys.readouterr().out)["test_bits"] == pytest.approx(res["test_bits"], rel=1e-12)
-    out = tmp_path / "s.npy"
-    assert cli.main(["sample", str(run), "--n", "3", "--out", str(out)]) == 0
-    assert np.load(out).shape == (3, 1, 8, 8)
+    check_eval_and_sample(run, res, capsys, tmp_path)
 
 
 def test_resume_is_bit_exact(tmp_path, monkeypatch):

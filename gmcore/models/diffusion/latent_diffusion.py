@@ -61,6 +61,7 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ..base import DataInfo
 from ..registry import register
+from ..stages import encode_dataset
 from . import samplers
 from .ddpm import DDPM, DDPMConfig
 from .unet import timestep_embedding
@@ -145,27 +146,6 @@ class MLPDenoiser(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.out(F.silu(self.out_norm(h)))
-
-
-def encode_latents(base, dataset, batch_size: int = 256):
-    """``dataset`` (an ArrayDataset of images[, labels]) with the base's continuous latents
-    appended as a float array, encoded once under no_grad on the base's device."""
-    from ...data import ArrayDataset, DataLoader
-
-    if not isinstance(dataset, ArrayDataset):
-        raise TypeError(f"latent-diffusion needs an array dataset (gmcore.data.ArrayDataset), got "
-                        f"{type(dataset).__name__}")
-    dev = next(base.parameters()).device
-    parts = []
-    with no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size, device=dev):
-            parts.append(base.encode_latents(batch[0]).cpu().numpy())
-    out = ArrayDataset(*dataset.arrays, np.concatenate(parts), transforms=tuple(dataset.transforms) + (None,),
-                       name=getattr(dataset, "name", "encoded"))
-    for attr in ("num_levels", "num_classes", "classes"):
-        if hasattr(dataset, attr):
-            setattr(out, attr, getattr(dataset, attr))
-    return out
 
 
 @register("latent-diffusion", family="diffusion", dataset="digits",
@@ -288,5 +268,5 @@ class LatentDiffusion(DDPM):
 
     def prepare_data(self, dataset):
         """The dataset with the base's latents appended, encoded once (the base is frozen)."""
-        return encode_latents(self.base, dataset)
+        return encode_dataset(self.base, dataset, encode=lambda x: (self.base.encode_latents(x),))
 
