@@ -14,9 +14,24 @@ import functools
 import numpy as np
 
 __all__ = ["Function", "FunctionCtx", "backward", "grad", "no_grad", "enable_grad",
-           "set_grad_enabled", "is_grad_enabled", "once_differentiable"]
+           "set_grad_enabled", "is_grad_enabled", "once_differentiable", "queue_callback"]
 
 _grad_enabled = True
+# callbacks of the backward passes running now (innermost last): [list of fns, accumulates .grad]
+_running: list = []
+
+
+def queue_callback(fn) -> None:
+    """Run ``fn()`` once the current backward pass is over, after every leaf's ``.grad`` is
+    written (torch's ``Variable._execution_engine.queue_callback``); call it from a hook. Only a
+    pass that accumulates into ``.grad`` (``backward``, not ``autograd.grad``) runs callbacks: a
+    gradient taken for other uses (a penalty's input gradient) never triggers them.
+    ``DistributedDataParallel`` averages the gradients this way."""
+    if not _running:
+        raise RuntimeError("queue_callback: no backward pass is running (call it from a hook)")
+    callbacks, accumulates = _running[-1]
+    if accumulates:
+        callbacks.append(fn)
 
 
 def is_grad_enabled():
@@ -480,6 +495,8 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
 
     prev_mode = _grad_enabled
     _grad_enabled = create_graph
+    callbacks = []
+    _running.append((callbacks, targets is None))
     # backward formulas evaluate both sides of true selects (where); the unselected side may
     # overflow or divide by zero harmlessly, so NumPy's warnings are noise here
     with np.errstate(all="ignore"):
@@ -523,6 +540,9 @@ def _run(roots, retain_graph, create_graph, inputs=None, allow_unused=False):
                 leaf_grad(leaf, _run_hooks(leaf._hooks, g))
         finally:
             _grad_enabled = prev_mode
+            _running.pop()
+    for fn in callbacks:
+        fn()
 
     if results is not None:
         for i, r in enumerate(results):

@@ -3,6 +3,8 @@
 A ``Generator`` wraps NumPy's PCG64 on the cpu and CuPy's generator on a GPU. The same seed gives
 the same numbers on the same device (streams differ between cpu and cuda, as in PyTorch).
 """
+import contextlib
+
 import numpy as np
 
 from . import backend
@@ -25,6 +27,7 @@ class Generator:
         self.device = backend.as_device(device)
         self._seed = _DEFAULT_SEED
         self._rng = self._make(self._seed)
+        self._shard = None   # (rank, world, global rows) under data-parallel training: see sharded()
 
     def _make(self, seed):
         if self.device.type == "cpu":
@@ -64,12 +67,49 @@ class Generator:
         self._rng.bit_generator.state = state["bit_generator"]
         return self
 
+    @contextlib.contextmanager
+    def sharded(self, rank: int, world: int, rows: int):
+        """Inside, a draw whose leading dimension is this rank's share of a ``rows``-example
+        batch split across ``world`` ranks (rows ``rank, rank + world, ...``, as
+        :class:`gmcore.data.DistributedSampler` deals them) is taken as those rows of the same
+        draw over all ``rows``: each rank draws what a single process would for the whole batch
+        and keeps its own examples' noise, and every rank's stream advances alike. Any other
+        draw is drawn whole on every rank. Data-parallel training wraps each step in it, so its
+        trajectory is the one-process run's.
+
+        >>> import gmcore as gm
+        >>> full = gm.Generator().manual_seed(3).normal((4, 2), 0.0, 1.0, "float64")
+        >>> g = gm.Generator().manual_seed(3)
+        >>> with g.sharded(rank=1, world=2, rows=4):
+        ...     mine = g.normal((2, 2), 0.0, 1.0, "float64")
+        >>> bool((mine == full[1::2]).all())
+        True
+        """
+        if not (0 <= rank < world and rows >= 0):
+            raise ValueError(f"sharded: rank {rank} of {world} ranks over {rows} rows is not a shard")
+        previous, self._shard = self._shard, (int(rank), int(world), int(rows))
+        try:
+            yield self
+        finally:
+            self._shard = previous
+
+    def _draw(self, draw, shape):
+        """``draw(shape)``, or under :meth:`sharded` this rank's rows of the global draw."""
+        if self._shard is not None:
+            dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+            rank, world, rows = self._shard
+            if dims and world > 1 and dims[0] == len(range(rank, rows, world)):
+                whole = draw((rows,) + dims[1:])
+                return backend.xp_for(self.device).ascontiguousarray(whole[rank::world])
+        return draw(shape)
+
     # raw draws used by the factories; ``dtype`` is a NumPy dtype
     def normal(self, shape, mean, std, dtype):
+        dtype = np.dtype(dtype).type
         if self.device.type == "cpu" and dtype in (np.float32, np.float64):
-            out = self._rng.standard_normal(shape, dtype=dtype)
+            out = self._draw(lambda s: self._rng.standard_normal(s, dtype=dtype), shape)
         else:
-            out = self._rng.standard_normal(shape).astype(dtype)
+            out = self._draw(lambda s: self._rng.standard_normal(s).astype(dtype), shape)
         if std != 1.0:
             out *= std
         if mean != 0.0:
@@ -77,17 +117,18 @@ class Generator:
         return out
 
     def uniform(self, shape, low, high, dtype):
+        dtype = np.dtype(dtype).type
         if self.device.type == "cpu" and dtype in (np.float32, np.float64):
-            out = self._rng.random(shape, dtype=dtype)
+            out = self._draw(lambda s: self._rng.random(s, dtype=dtype), shape)
         else:
-            out = self._rng.random(shape).astype(dtype)
+            out = self._draw(lambda s: self._rng.random(s).astype(dtype), shape)
         if (low, high) != (0.0, 1.0):
             out *= (high - low)
             out += low
         return out
 
     def integers(self, low, high, shape, dtype):
-        return self._rng.integers(low, high, size=shape).astype(dtype, copy=False)
+        return self._draw(lambda s: self._rng.integers(low, high, size=s), shape).astype(dtype, copy=False)
 
     def permutation(self, n):
         if self.device.type == "cpu":

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from . import configs, io, metrics, run_checks
+from . import backend, configs, io, metrics, run_checks
 from .runlock import RunLock, RunLockedError
 from .autograd import no_grad
 from .random import Generator, default_generator, manual_seed
@@ -84,6 +84,9 @@ class TrainConfig:
     sample_quality: bool = field(default=True, metadata={"help": "digits-FID/KID/precision-recall "
                                                                   "of samples at the end (image data)"})
     progress: bool = field(default=True, metadata={"help": "tqdm progress bar"})
+    sync_batchnorm: bool = field(default=False, metadata={
+        "help": "under mpiexec: batch norm statistics over every rank's examples (SyncBatchNorm) "
+                "instead of each rank's own"})
 
     def __post_init__(self):
         if self.ema and not 0.0 < self.ema < 1.0:
@@ -100,13 +103,15 @@ def _dataset_options(spec, model_cfg) -> dict:
 class Run:
     """Everything one training run holds; built fresh or from its folder's checkpoint."""
 
-    def __init__(self, model_name: str, tcfg: TrainConfig, mcfg=None, out=None, log=print):
+    def __init__(self, model_name: str, tcfg: TrainConfig, mcfg=None, out=None, log=print, dp=None):
         from . import data as gdata
         from . import models, optim
+        from .distributed.training import DataParallel
         from .models.base import DataInfo
 
         self.spec = models.get(model_name)
         self.tcfg = tcfg
+        self.dp = dp if dp is not None else DataParallel()   # the ranks of mpiexec -n N, or one
         self.mcfg = mcfg if mcfg is not None else self.spec.config_cls()
         # train() picks and locks the folder; without it, --out or runs/<model>
         self.out = Path(out if out is not None else tcfg.out or Path("runs") / model_name)
@@ -138,7 +143,11 @@ class Run:
                              f"here has {self.info.shape}")
         manual_seed(tcfg.seed)
         kw = {"base": base} if base is not None else {}
-        self.model = self.spec.cls(self.mcfg, self.info, **kw).to(tcfg.device)
+        self.model = self.spec.cls(self.mcfg, self.info, **kw)
+        if self.dp.sync_batchnorm:
+            from .nn import SyncBatchNorm
+            self.model = SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = self.model.to(tcfg.device)
         # what the loader and the evaluation iterate (a second stage's latents, computed once)
         self.train_data = model_data(self.model, self.train_set)
         self.test_data = model_data(self.model, self.test_set)
@@ -150,9 +159,16 @@ class Run:
         # before the first step for thousands of steps (ActNorm's data-dependent initialisation
         # happens in step 1: maf --ema 0.999 scored 10 bits/dim)
         self.ema = optim.EMA(ema_target(self.model), decay=tcfg.ema, warmup=True) if tcfg.ema else None
-        self.loader = gdata.DataLoader(self.train_data, batch_size=tcfg.batch_size, shuffle=True,
-                                       drop_last=len(self.train_data) > tcfg.batch_size,
-                                       generator=tcfg.seed, device=tcfg.device)
+        if self.dp.active:   # every rank takes every N-th row of the one-process batches
+            shard = gdata.DistributedSampler(self.train_data, self.dp.world, self.dp.rank, shuffle=True,
+                                             seed=tcfg.seed, drop_last=True)
+            per_rank = self.dp.batch_per_rank(tcfg.batch_size)
+            self.loader = gdata.DataLoader(self.train_data, batch_size=per_rank, sampler=shard,
+                                           drop_last=len(shard) > per_rank, device=tcfg.device)
+        else:
+            self.loader = gdata.DataLoader(self.train_data, batch_size=tcfg.batch_size, shuffle=True,
+                                           drop_last=len(self.train_data) > tcfg.batch_size,
+                                           generator=tcfg.seed, device=tcfg.device)
         self.step = 0
         self.log_acc: dict = {}   # sums of the losses since the last metrics row, and "_n"
 
@@ -234,12 +250,19 @@ class Run:
             "rng": default_generator.get_state(),
             "loader": self.loader.state_dict(),
             "log_acc": dict(self.log_acc),
+            "world_size": self.dp.world,
             **({"base": self.base_identity} if self.base_identity else {}),
         }
 
     def save(self) -> Path:
-        """Write ``last.safetensors`` (and its readable copy ``last.json``); returns the former."""
-        return io.save_checkpoint(self.out / "last", self.state())[0]
+        """Write ``last.safetensors`` (and its readable copy ``last.json``); returns the former.
+        Under mpiexec the ranks first check that their weights agree; rank 0 writes."""
+        if self.dp.active:
+            self.dp.agree("parameters (the replicas diverged)", _weights_digest(self.model))
+        path = self.out / "last.safetensors"
+        if self.dp.is_main:
+            path = io.save_checkpoint(self.out / "last", self.state())[0]
+        return path
 
     def restore(self) -> None:
         """Load the folder's checkpoint after checking every field and tensor against this run
@@ -261,6 +284,12 @@ class Run:
                              + ", ".join(f"{k} ({saved.get(k)!r} -> {now.get(k)!r})" for k in diff))
         if self.ema is not None and state.get("ema") is None:
             raise ValueError(f"cannot resume {self.out} with --ema: the checkpoint has no EMA state")
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.dp.world:
+            raise ValueError(f"cannot resume {self.out} on {self.dp.world} rank(s): its checkpoint was "
+                             f"written by a run on {saved_world} (the data loader's position is per "
+                             f"rank); resume it with {'mpiexec -n %d ' % saved_world if saved_world > 1 else ''}"
+                             "gmcore train ... --resume")
         if sorted(state["optimizers"]) != sorted(self.optimizers):
             raise ValueError(f"cannot resume {self.out}: the checkpoint holds the optimizers "
                              f"{sorted(state['optimizers'])}, the model has {sorted(self.optimizers)}")
@@ -275,6 +304,15 @@ class Run:
         self.loader.load_state_dict(state["loader"])
         self.step = state["step"]
         self.log_acc = dict(state.get("log_acc", {}))
+
+
+def _weights_digest(model) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in sorted(model.named_parameters()):   # buffers are rank 0's (broadcast each step)
+        h.update(name.encode())
+        h.update(backend.to_device(t.data, "cpu").tobytes())
+    return h.hexdigest()
 
 
 def _holds_run(folder: Path) -> str:
@@ -369,7 +407,8 @@ def model_data(model, dataset):
     return prepare(dataset) if prepare is not None else dataset
 
 
-def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu", options=None) -> dict:
+def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu", options=None,
+             dp=None) -> dict:
     """Test NLL of ``model`` on ``dataset`` (the model's ``nll``) in nats per example and in bits
     per dimension, character or sample: ``test_bits`` with its ``unit`` ("dim", "char",
     "sample"), and the same figure under its own name (``test_bits_per_dim``, ...). On continuous
@@ -382,12 +421,12 @@ def evaluate(model, dataset, batch_size: int = 256, seed: int = 0, device="cpu",
     if options:
         model.config = dataclasses.replace(saved, **options)
     try:
-        return _evaluate(model, dataset, batch_size, seed, device, options)
+        return _evaluate(model, dataset, batch_size, seed, device, options, dp)
     finally:
         model.config = saved
 
 
-def _evaluate(model, dataset, batch_size, seed, device, options) -> dict:
+def _evaluate(model, dataset, batch_size, seed, device, options, dp) -> dict:
     from .data import DataLoader
 
     if model.nll_kind == "none":   # no likelihood (GANs): nothing to evaluate on the test split
@@ -396,12 +435,23 @@ def _evaluate(model, dataset, batch_size, seed, device, options) -> dict:
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
+    sharded = dp is not None and dp.active
+    if sharded:   # rank r: rows r, r + N, ... of each one-process batch, with their noise
+        shard = _EveryNth(len(dataset), dp.rank, dp.world)
+        loader = DataLoader(dataset, batch_size=batch_size // dp.world, sampler=shard, device=device)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, device=device)
     with no_grad():
-        for batch in DataLoader(dataset, batch_size=batch_size, device=device):
-            nll = model.nll(batch, generator=gen)
+        for k, batch in enumerate(loader):
+            rows = min(batch_size // dp.world * dp.world, len(dataset) - k * (batch_size // dp.world * dp.world)) \
+                if sharded else 0
+            with gen.sharded(dp.rank, dp.world, rows) if sharded else contextlib.nullcontext():
+                nll = model.nll(batch, generator=gen)
             total += float(nll.sum().item())
             count += nll.shape[0]
     model.train(was_training)
+    if sharded:
+        total, count = dp.reduce_sum(total, count)
     nats = total / max(count, 1)
     if model.data.num_levels == 0:
         return {"test_nll_nats": nats, "unit": "nats", "nll_kind": model.nll_kind, **options}
@@ -409,6 +459,19 @@ def _evaluate(model, dataset, batch_size, seed, device, options) -> dict:
     unit = bits_unit(model.data.name or getattr(dataset, "name", ""))
     return {"test_nll_nats": nats, f"test_bits_per_{unit}": bits, "test_bits": bits, "unit": unit,
             "nll_kind": model.nll_kind, **options}
+
+
+class _EveryNth:
+    """Indices rank, rank + world, ... of range(n): a rank's share of an evaluation, no padding."""
+
+    def __init__(self, n, rank, world):
+        self.indices = range(rank, n, world)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
 
 
 class _StopSignals:
@@ -456,10 +519,41 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
 
     The run folder is locked while this runs: another run on it raises
     :class:`gmcore.runlock.RunLockedError` naming the holder's PID and host.
+
+    Under ``mpiexec -n N`` each process is one rank of a data-parallel run (see
+    :mod:`gmcore.distributed.training`): ``--batch-size`` is the global batch, rank 0 alone
+    writes the folder and logs, and a failure on any rank ends them all.
     """
+    from .distributed.training import for_training
+
+    dp = for_training(tcfg)
+    if not dp.active:
+        return _train_claimed(model_name, tcfg, mcfg, log, dp)
+    if not dp.is_main:
+        log = _quiet
+    try:
+        dp.agree("model and configuration", {"model": model_name, "train": configs.to_dict(tcfg),
+                                             "model_config": configs.to_dict(mcfg) if mcfg is not None else None})
+        dp.batch_per_rank(tcfg.batch_size)
+        from .distributed.training import local_device
+        tcfg = dataclasses.replace(tcfg, device=local_device(tcfg.device, dp.rank))   # a GPU per rank
+        return _train_claimed(model_name, tcfg, mcfg, log, dp)
+    except Exception as exc:
+        dp.fail(exc, log)
+        raise
+
+
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0: they train in silence."""
+
+
+def _train_claimed(model_name, tcfg, mcfg, log, dp) -> dict:
+    if not dp.is_main:   # rank 0 claims the folder; the others learn its name
+        return _train_in(Path(dp.share_text("")), model_name, tcfg, mcfg, log, dp)
     out, lock = _claim_out(model_name, tcfg, log)
     try:
-        return _train_in(out, model_name, tcfg, mcfg, log)
+        dp.share_text(str(out))
+        return _train_in(out, model_name, tcfg, mcfg, log, dp)
     except Exception:
         if not tcfg.resume:
             _unclaim(out)
@@ -481,12 +575,13 @@ def _unclaim(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log) -> dict:
-    removed = io.remove_temp_files(out)    # safe: the folder is locked, no one else writes there
+def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log, dp) -> dict:
+    main = dp.is_main   # under mpiexec, rank 0 alone writes into the folder
+    removed = io.remove_temp_files(out) if main else []   # safe: the folder is locked by us
     if removed:
         log(f"removed {len(removed)} temporary file(s) left by an interrupted save: "
             + ", ".join(p.name for p in removed))
-    run = Run(model_name, tcfg, mcfg, out=out, log=log)
+    run = Run(model_name, tcfg, mcfg, out=out, log=log, dp=dp)
     log(f"run folder: {out}")
     if tcfg.resume and ((out / "last.safetensors").exists() or (out / "last.json").exists()):
         run.restore()
@@ -505,32 +600,38 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log) -> dict:
     if not getattr(run.model, "trainable", True):
         log(f"{model_name}: fitted in closed form; no optimizer steps")
         run.step = tcfg.steps
-    io.atomic_write_text(out / "config.json", json.dumps({
-        "model": model_name, "train": configs.to_dict(tcfg), "model_config": configs.to_dict(run.mcfg),
-        "data": run.dataset_name, **({"base_run": run.base_identity} if run.base_identity else {}),
-        "gmcore": _version(), "python": platform.python_version()}, indent=1))
+    if main:
+        io.atomic_write_text(out / "config.json", json.dumps({
+            "model": model_name, "train": configs.to_dict(tcfg), "model_config": configs.to_dict(run.mcfg),
+            "data": run.dataset_name, **({"base_run": run.base_identity} if run.base_identity else {}),
+            **dp.describe(tcfg.batch_size), "gmcore": _version(), "python": platform.python_version()},
+            indent=1))
     log_path = out / "metrics.jsonl"
     # Keep only the rows up to the checkpoint: later ones belong to steps that will be redone.
     rows = [r for r in _read_log(log_path) if r.get("step", 0) <= run.step] if tcfg.resume else []
-    if tcfg.resume:
+    if tcfg.resume and main:
         from .sample_progress import trim_frames
         trim_frames(out, run.step)
-    io.atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
-    with open(log_path, "a", encoding="utf-8") as logf:
+    if main:
+        io.atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
+    with open(log_path, "a", encoding="utf-8") if main else contextlib.nullcontext() as logf:
         def write_row(row):
             rows.append(row)
-            logf.write(json.dumps(row) + "\n")
-            logf.flush()
+            if logf is not None:
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
 
         stopped = _loop(run, write_row, log)
         if stopped is not None:
             return stopped
         final = _run_eval(run, write_row)
     result = {"model": model_name, "dataset": run.dataset_name, "step": run.step, **final}
-    result.update(_baseline(run))
-    result.update(_pictures(run, rows))
-    io.atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
-    log(json.dumps(result, indent=1))
+    if main:   # the baseline, samples and pictures: rank 0's alone
+        result.update(_baseline(run))
+        result.update(_pictures(run, rows))
+        io.atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
+        log(json.dumps(result, indent=1))
+    dp.barrier()
     return result
 
 
@@ -538,9 +639,9 @@ def _run_eval(run, write_row) -> dict:
     ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
     with ctx:
         res = evaluate(run.model, run.test_data, seed=eval_seed(run.tcfg.seed, run.step),
-                       device=run.tcfg.device)
+                       device=run.tcfg.device, dp=run.dp)
     write_row({"step": run.step, "split": "test", **res})
-    if _shows_progress(run):
+    if _shows_progress(run) and run.dp.is_main:
         _progress_frame(run)
     return res
 
@@ -581,18 +682,21 @@ def _loop(run, write_row, log) -> dict | None:
     batches = _batches(run.loader)
     model = run.model
     model.train()
-    step, snapshot, interrupted = None, None, False
+    step, snapshot, interrupted, stopping = None, None, False, False
     t0 = time.perf_counter()
     with _StopSignals() as stop:
         try:
-            while run.step < tcfg.steps and not stop.requested:
+            # (a signal during the periodic save ends the loop here, before the next step)
+            while run.step < tcfg.steps and not (stopping := run.dp.any(stop.requested)):
                 # What this step consumes or moves before its update (the batch, the RNG, the
                 # buffers a loss updates: running statistics, EMA codebooks, step counters); put
                 # back if the step is interrupted before its update.
                 snapshot = (run.loader.state_dict(), default_generator.get_state(),
                             [(buf, buf.data.copy()) for buf in model.buffers()])
                 step = TrainingStep(run, batches, run.step)
-                logs = one_step(model, next(batches), step)
+                run.dp.broadcast_buffers(model)
+                with run.dp.sharded_randomness(tcfg.batch_size):
+                    logs = one_step(model, next(batches), step)
                 step.phase = "update"   # (a step that updated nothing is over too)
                 for sch in run.schedulers.values():
                     sch.step()
@@ -607,15 +711,18 @@ def _loop(run, write_row, log) -> dict | None:
                 if run.step % tcfg.log_every == 0 or run.step == tcfg.steps:
                     n = acc.pop("_n")
                     row = {"step": run.step, "split": "train", **_learning_rates(run),
-                           **{k: v / n for k, v in acc.items()},
-                           "sec_per_step": (time.perf_counter() - t0) / n}
+                           **{k: v / n for k, v in run.dp.mean_logs(acc).items()},
+                           "sec_per_step": (time.perf_counter() - t0) / n,
+                           # under mpiexec: of which averaging the gradients (rank 0's)
+                           **({"comm_sec_per_step": run.dp.take_comm_seconds() / n} if run.dp.active else {})}
                     write_row(row)
                     if bar is not None:
                         bar.set_postfix({k: f"{row[k]:.4g}" for k in list(logs)[:2]})
                     run.log_acc, t0 = {}, time.perf_counter()
                 if bar is not None:
                     bar.update(1)
-                if stop.requested:
+                stopping = run.dp.any(stop.requested)   # a Ctrl-C on any rank stops them all here
+                if stopping:
                     break
                 if tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
                     res = _run_eval(run, write_row)
@@ -639,12 +746,13 @@ def _loop(run, write_row, log) -> dict | None:
         finally:
             if bar is not None:
                 bar.close()
-        if stop.requested and not interrupted:
+        if stopping and not interrupted:
             interrupted = True
-            log(f"{signal.Signals(stop.signum).name}: stopping after step {run.step}; saving its "
-                "checkpoint (Ctrl-C again quits without saving)")
+            what = signal.Signals(stop.signum).name if stop.requested else "a signal on another rank"
+            log(f"{what}: stopping after step {run.step}; saving its checkpoint (Ctrl-C again quits "
+                "without saving)")
         path = run.save()   # SIGINT/SIGTERM wait until the file is in place
-    if interrupted or stop.requested:
+    if interrupted or stopping:
         log(f"interrupted at step {run.step}: checkpoint saved to {path}; continue with --resume")
         return {"interrupted": True, "step": run.step}
     return None

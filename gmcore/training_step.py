@@ -56,6 +56,8 @@ class TrainingStep:
                                      "--grad-clip")
         opt.zero_grad()
         loss.backward()
+        # under mpiexec: the mean over the ranks, i.e. the gradient of the global batch's loss
+        self._run.dp.average_gradients([p for g in opt.param_groups for p in g["params"]])
         if self._run.tcfg.grad_clip:
             from .nn.utils import clip_grad_norm_
             clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self._run.tcfg.grad_clip)

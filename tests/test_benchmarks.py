@@ -9,7 +9,7 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py")
                  if p.name not in ("bench_engine.py", "bench_train.py", "bench_glow.py",
-                                   "bench_vqvae.py", "bench_dcgan.py"))
+                                   "bench_vqvae.py", "bench_dcgan.py", "bench_distributed.py"))
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
@@ -45,6 +45,17 @@ def test_model_step_benchmark_smoke(script, title):
                                               else ("torch",))
     for impl in impls:
         assert f"| {impl} |" in proc.stdout
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
+def test_bench_distributed_smoke():
+    """One and two MPI ranks of a tiny run each, and the table on paper."""
+    pytest.importorskip("mpi4py")
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_distributed.py"), "--steps", "4", "--log-every", "1",
+                           "--batch-size", "16", "--no-save"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("| vae --arch conv | 2 |", "| dcgan | 2 |", "| dcgan | 64 | InfiniBand"):
+        assert row in proc.stdout, proc.stdout
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")

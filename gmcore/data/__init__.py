@@ -24,6 +24,7 @@ from .toy2d import (Toy2D, make_moons, make_circles, make_swiss_roll, make_8gaus
 from .text import CharText
 from .audio import Audio, mu_law_encode, mu_law_decode, read_wav, write_wav, synthetic_signal
 from .registry import DATASETS, DatasetInfo, get_dataset
+from .distributed import DistributedSampler
 
 __all__ = ["Dataset", "ArrayDataset", "TensorDataset", "DataLoader", "default_collate",
            "Digits", "load_digits_arrays", "DIGITS_TRAIN_SIZE", "DIGITS_TEST_SIZE",
@@ -31,4 +32,4 @@ __all__ = ["Dataset", "ArrayDataset", "TensorDataset", "DataLoader", "default_co
            "ImageFolder", "Toy2D", "make_moons", "make_circles", "make_swiss_roll",
            "make_8gaussians", "make_checkerboard", "CharText", "Audio", "mu_law_encode",
            "mu_law_decode", "read_wav", "write_wav", "synthetic_signal", "DATASETS",
-           "DatasetInfo", "get_dataset", "DataError", "PickleDataError"]
+           "DatasetInfo", "get_dataset", "DataError", "PickleDataError", "DistributedSampler"]

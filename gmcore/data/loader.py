@@ -162,10 +162,9 @@ def _stack(values):
     return np.stack([np.asarray(v) for v in values])
 
 
-def _check_not_empty(dataset, batch_size, drop_last):
+def _check_not_empty(dataset, batch_size, drop_last, n):
     """Refuse a loader that would give no batch: a training loop that restarts an exhausted
     loader (``while True: yield from loader``) would spin forever on it."""
-    n = len(dataset)
     name = getattr(dataset, "name", None) or type(dataset).__name__
     if n == 0:
         raise DataError(f"data set {name!r} is empty (0 examples): there is nothing to load")
@@ -204,6 +203,9 @@ class DataLoader:
         device: where the batch tensors live (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
         collate_fn: turns a list of examples into a tuple of arrays (default
             ``default_collate``); giving one disables the fancy-indexing fast path.
+        sampler: the example indices of an epoch instead of the loader's own order (an
+            iterable with ``__len__``; e.g. ``DistributedSampler``, whose ``set_epoch`` the
+            loader calls at each epoch's start); excludes ``shuffle``.
 
     Each complete pass is an epoch; the epoch counter picks the shuffle order. ``state_dict()``
     gives ``{"epoch", "batch", "seed", ...}`` (JSON-able); ``load_state_dict`` makes the next
@@ -224,9 +226,15 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, generator=None,
-                 device="cpu", collate_fn=None):
+                 device="cpu", collate_fn=None, sampler=None):
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise TypeError(f"dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True exclude each other (the sampler "
+                             "gives the order; a DistributedSampler shuffles by itself)")
+        if sampler is not None and not hasattr(sampler, "__len__"):
+            raise TypeError(f"sampler must be an iterable of indices with __len__, got {type(sampler).__name__}")
+        self.sampler = sampler
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -234,7 +242,7 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        _check_not_empty(dataset, self.batch_size, self.drop_last)
+        _check_not_empty(dataset, self.batch_size, self.drop_last, self._num_examples())
         self.device = backend.as_device(device)
         self.collate_fn = collate_fn
         self.seed = _resolve_seed(generator) if self.shuffle else 0
@@ -243,8 +251,11 @@ class DataLoader:
         self._resume = False     # set by load_state_dict: the next iter continues mid-epoch
 
     # ---- order ----------------------------------------------------------------------------
+    def _num_examples(self):
+        return len(self.sampler) if self.sampler is not None else len(self.dataset)
+
     def __len__(self):
-        n = len(self.dataset)
+        n = self._num_examples()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
@@ -257,6 +268,10 @@ class DataLoader:
 
     def epoch_order(self, epoch):
         """The example indices of ``epoch`` in the order they are served (an int64 array)."""
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(int(epoch))
+            return np.fromiter((int(i) for i in self.sampler), dtype=np.int64)
         n = len(self.dataset)
         if not self.shuffle:
             return np.arange(n, dtype=np.int64)
@@ -268,7 +283,7 @@ class DataLoader:
         """The loader's position as a JSON-able dict."""
         return {"epoch": self._epoch, "batch": self._batch, "seed": self.seed,
                 "shuffle": self.shuffle, "batch_size": self.batch_size,
-                "drop_last": self.drop_last, "num_examples": len(self.dataset)}
+                "drop_last": self.drop_last, "num_examples": self._num_examples()}
 
     def load_state_dict(self, state):
         """Restore a position saved by ``state_dict`` (checked against this loader's setup)."""

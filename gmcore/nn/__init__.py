@@ -19,6 +19,7 @@ from .masked_conv import (MaskedConv2d, DownShiftedConv2d, DownRightShiftedConv2
 from .embedding import Embedding  # noqa: F401
 from .normalization import LayerNorm, GroupNorm, BatchNorm1d, BatchNorm2d  # noqa: F401
 from .normalization import InstanceNorm1d, InstanceNorm2d  # noqa: F401
+from .sync_batchnorm import SyncBatchNorm  # noqa: F401
 from .dropout import Dropout, Dropout1d, Dropout2d  # noqa: F401
 from .activation import (ReLU, ReLU6, LeakyReLU, ELU, GELU, SiLU, Mish, Sigmoid, Tanh,  # noqa: F401
                          Softplus, Softsign, LogSigmoid, Hardtanh, Softmax, LogSoftmax)
