@@ -38,6 +38,7 @@ from . import nn
 from . import optim, distributions
 from . import io
 from . import data
+from . import progress
 from .io import save, load
 
 __version__ = "0.1.0"

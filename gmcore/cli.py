@@ -223,6 +223,7 @@ def _selftest(args: argparse.Namespace) -> int:
 
 
 from . import cli_train  # noqa: E402,F401  (registers train, sample, eval, models, and edit)
+from . import cli_runs  # noqa: E402,F401  (registers runs and report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .configs import ConfigError
 
+    from .progress import show_progress
+
     try:
-        rc = COMMANDS[args.command].run(args)
+        # long samplers (pixel by pixel, diffusion chains, Langevin) draw a bar on stderr
+        with show_progress(args.command in ("sample", "edit", "dream", "eval")):
+            rc = COMMANDS[args.command].run(args)
     except user_errors() as exc:
         print(f"gmcore {args.command}: {one_line(exc)}", file=sys.stderr)
         return getattr(exc, "status", 2 if isinstance(exc, ConfigError) else 1)

@@ -28,7 +28,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["RunLock", "RunLockedError", "LOCK_NAME"]
+__all__ = ["RunLock", "RunLockedError", "LOCK_NAME", "is_locked"]
 
 LOCK_NAME = "run.lock"
 
@@ -144,6 +144,25 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def is_locked(folder) -> bool:
+    """Whether a live run holds ``folder``'s lock (a stale ``run.lock`` is not). Without
+    ``fcntl`` a lock file cannot be told from a stale one: its presence counts."""
+    path = Path(folder) / LOCK_NAME
+    if fcntl is None:
+        return path.exists()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)   # (closing drops the shared lock we may have taken)
+    return False
 
 
 def _read_fd(fd: int) -> str:

@@ -13,6 +13,8 @@ One run lives in one folder (``--out``, default ``runs/<model>``)::
     samples.png        a grid of samples;  loss_curve.png  the losses against step
     progress.png       models without a likelihood (GANs) on images: a row of fixed-noise
                        samples per evaluation (rows kept in progress.npz)
+    events.out.tfevents.*  with --tensorboard: scalars, sample grids, histograms, the configs
+                       (see gmcore.tensorboard; ``tensorboard --logdir runs`` shows every run)
     metrics.json       the final evaluation: test bits/dim, baseline, sample-quality figures
 
 Resuming (``--resume``) restores everything the next step depends on (weights, optimizer
@@ -87,6 +89,11 @@ class TrainConfig:
     sync_batchnorm: bool = field(default=False, metadata={
         "help": "under mpiexec: batch norm statistics over every rank's examples (SyncBatchNorm) "
                 "instead of each rank's own"})
+    tensorboard: bool = field(default=False, metadata={
+        "help": "write TensorBoard event files into the run folder (scalars, sample grids, "
+                "histograms, configs; needs tensorboardX: pip install 'gmcore[tensorboard]')"})
+    tensorboard_histograms: int = field(default=100, metadata={
+        "help": "with --tensorboard: weight and gradient histograms every N steps (0 = none)", "min": 0})
 
     def __post_init__(self):
         if self.ema and not 0.0 < self.ema < 1.0:
@@ -116,6 +123,7 @@ class Run:
         # train() picks and locks the folder; without it, --out or runs/<model>
         self.out = Path(out if out is not None else tcfg.out or Path("runs") / model_name)
         self._resumed_state = None   # a resumed second stage's checkpoint, read once (_base_model)
+        self.tb = None   # the TensorBoard writer (--tensorboard; rank 0), set by train()
         base, self.base_identity = self._base_model(log)
         self.dataset_name = tcfg.dataset or self.spec.dataset
         root = tcfg.data_root or None
@@ -526,6 +534,9 @@ def train(model_name: str, tcfg: TrainConfig, mcfg=None, log=print) -> dict:
     """
     from .distributed.training import for_training
 
+    if tcfg.tensorboard:   # before anything is claimed or trained
+        from .tensorboard import require
+        require()
     dp = for_training(tcfg)
     if not dp.active:
         return _train_claimed(model_name, tcfg, mcfg, log, dp)
@@ -614,12 +625,18 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log, dp) -> d
         trim_frames(out, run.step)
     if main:
         io.atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in rows))
-    with open(log_path, "a", encoding="utf-8") if main else contextlib.nullcontext() as logf:
+    if main and tcfg.tensorboard:
+        from .tensorboard import RunWriter
+        run.tb = RunWriter(out, json.loads((out / "config.json").read_text("utf-8")), start_step=run.step)
+    with open(log_path, "a", encoding="utf-8") if main else contextlib.nullcontext() as logf, \
+            run.tb if run.tb is not None else contextlib.nullcontext():
         def write_row(row):
             rows.append(row)
             if logf is not None:
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
+            if run.tb is not None:
+                run.tb.row(row)
 
         stopped = _loop(run, write_row, log)
         if stopped is not None:
@@ -628,7 +645,9 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log, dp) -> d
     result = {"model": model_name, "dataset": run.dataset_name, "step": run.step, **final}
     if main:   # the baseline, samples and pictures: rank 0's alone
         result.update(_baseline(run))
-        result.update(_pictures(run, rows))
+        from .progress import show_progress
+        with show_progress(tcfg.progress):   # bars over long samplers, as the steps' bar
+            result.update(_pictures(run, rows))
         io.atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
         log(json.dumps(result, indent=1))
     dp.barrier()
@@ -641,9 +660,28 @@ def _run_eval(run, write_row) -> dict:
         res = evaluate(run.model, run.test_data, seed=eval_seed(run.tcfg.seed, run.step),
                        device=run.tcfg.device, dp=run.dp)
     write_row({"step": run.step, "split": "test", **res})
+    grid = None
     if _shows_progress(run) and run.dp.is_main:
-        _progress_frame(run)
+        grid = _progress_frame(run)
+    if run.tb is not None and len(run.info.shape) == 3 and run.tcfg.num_samples > 0:
+        run.tb.image("samples", grid if grid is not None else _tensorboard_grid(run), run.step)
+        run.tb.flush()
     return res
+
+
+def _tensorboard_grid(run):
+    """A grid of samples for TensorBoard at an evaluation: a fixed seed, and gmcore's global
+    RNG put back after, so that logging never changes the training path."""
+    from .plots import image_grid
+
+    state = default_generator.get_state()
+    try:
+        with _sampling(run):
+            x = run.model.sample(min(run.tcfg.num_samples, 64),
+                                 generator=Generator(device=run.tcfg.device).manual_seed(run.tcfg.seed + 1))
+    finally:
+        default_generator.set_state(state)
+    return image_grid(x)
 
 
 def _shows_progress(run) -> bool:
@@ -652,8 +690,9 @@ def _shows_progress(run) -> bool:
     return run.model.nll_kind == "none" and len(run.info.shape) == 3 and run.tcfg.num_samples > 0
 
 
-def _progress_frame(run) -> None:
-    from .plots import save_image_grid
+def _progress_frame(run):
+    """Write the evaluation's samples.png and progress.png row; returns the grid (H, W, C)."""
+    from .plots import image_grid, save_image_grid
     from .sample_progress import FRAME, record_frame
 
     tcfg = run.tcfg
@@ -662,6 +701,7 @@ def _progress_frame(run) -> None:
         grid = run.model.sample(tcfg.num_samples, generator=Generator(device=tcfg.device).manual_seed(tcfg.seed + 1))
     record_frame(run.out, run.step, fixed)
     save_image_grid(grid, run.out / "samples.png")
+    return image_grid(grid)
 
 
 def _loop(run, write_row, log) -> dict | None:
@@ -721,6 +761,9 @@ def _loop(run, write_row, log) -> dict | None:
                     run.log_acc, t0 = {}, time.perf_counter()
                 if bar is not None:
                     bar.update(1)
+                if run.tb is not None and tcfg.tensorboard_histograms and \
+                        run.step % tcfg.tensorboard_histograms == 0:
+                    run.tb.histograms(model, run.step)
                 stopping = run.dp.any(stop.requested)   # a Ctrl-C on any rank stops them all here
                 if stopping:
                     break

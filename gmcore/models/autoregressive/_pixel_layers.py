@@ -22,6 +22,7 @@ from ... import creation as gc
 from ... import nn
 from ...autograd import no_grad
 from ...nn import functional as F
+from ...progress import Bar
 from ...tensor import Tensor
 
 __all__ = ["concat_elu", "GatedResnet", "GatedStackLayer", "sample_pixels", "eval_mode", "scale_init",
@@ -180,6 +181,7 @@ def sample_pixels(predict, n: int, shape, device, crop: int | None = 1, channelw
     """
     C, H, W = (int(s) for s in shape)
     x = gc.zeros(n, C, H, W, device=device)
+    bar = Bar(H * W, "pixels")   # drawn only under gmcore.progress.show_progress()
     with no_grad():
         for i in range(H):
             rows = H if crop is None else min(H, math.ceil((i + 1) / crop) * crop)
@@ -190,4 +192,6 @@ def sample_pixels(predict, n: int, shape, device, crop: int | None = 1, channelw
                         x.data[:, :, i, j] = vals.data.reshape(n, C)
                     else:
                         x.data[:, c, i, j] = vals.data.reshape(n)
+                bar.update(i * W + j + 1)
+    bar.close()
     return x

@@ -50,6 +50,7 @@ from ... import nn
 from ..._dtype import float64, int64
 from ...autograd import no_grad
 from ...nn import functional as F
+from ...progress import Bar
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
@@ -255,6 +256,7 @@ class WaveNet(GenerativeModel):
             loc = None if loc is None else loc.permute(2, 0, 1).contiguous()   # (length, n, F)
             history = gc.full((n, K), Q, dtype=int64, device=dev)  # the last K codes, oldest first
             codes, outs = [], ([] if teacher is not None else None)
+            bar = Bar(length if teacher is None else 0, "samples")   # under gmcore.progress.show_progress()
             for t in range(length):
                 # the generation state and the input layer's step work on raw arrays: their
                 # queues live outside the graph
@@ -268,6 +270,8 @@ class WaveNet(GenerativeModel):
                     c = self._draw(out, generator)
                 codes.append(c)
                 history = gf.cat([history[:, 1:], c.reshape(n, 1)], 1)
+                bar.update(t + 1)
+            bar.close()
         return gf.stack(codes, 1), (None if outs is None else gf.stack(outs, 2))
 
     def incremental_outputs(self, codes, labels=None, local=None) -> Tensor:

@@ -35,6 +35,7 @@ import numpy as np
 from ... import autograd
 from ... import creation as gc
 from ... import functional as gf
+from ...progress import Bar
 from ...schedules import NoiseSchedule
 from .gaussian_diffusion import GaussianDiffusion, _row
 
@@ -165,16 +166,18 @@ class _Loop:
     """Bookkeeping shared by the samplers: progress calls and the chain."""
 
     def __init__(self, x, n, progress, return_chain):
-        self.n, self.progress = n, progress
+        # no callback given: gmcore.progress's bar (drawn only under show_progress())
+        self.n, self.progress = n, progress if progress is not None else Bar(n, "denoising")
         self.chain = [x] if return_chain else None
 
     def step(self, i, x):
         if self.chain is not None:
             self.chain.append(x)
-        if self.progress is not None:
-            self.progress(i + 1, self.n)
+        self.progress(i + 1, self.n)
 
     def result(self, x):
+        if isinstance(self.progress, Bar):
+            self.progress.close()
         return (x, self.chain) if self.chain is not None else x
 
 

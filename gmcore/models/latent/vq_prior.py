@@ -320,6 +320,7 @@ class VQPrior(GenerativeModel):
     def sample_codes(self, n, generator=None, temperature: float = 1.0, labels=None) -> tuple:
         """The code grids of :meth:`sample` (top first), int64 (n, h, w) each."""
         from ...autograd import no_grad
+        from ...progress import Bar
 
         dev = next(self.priors.parameters()).device
         labels = self._sample_labels(n, labels, dev)
@@ -328,10 +329,13 @@ class VQPrior(GenerativeModel):
             for i, (prior, (_, h, w)) in enumerate(zip(self.priors, self.levels)):
                 z = gc.zeros(n, h, w, dtype=int64, device=dev)
                 coarser = out[i - 1] if i else None
+                bar = Bar(h * w, f"codes (level {i})")   # under gmcore.progress.show_progress()
                 for r in range(h):
                     for col in range(w):
                         logits = prior(z, labels, coarser)[:, :, r, col] / temperature
                         z.data[:, r, col] = Categorical(logits=logits).sample(generator=generator).data
+                        bar.update(r * w + col + 1)
+                bar.close()
                 out.append(z)
         return tuple(out)
 
