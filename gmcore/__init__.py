@@ -39,6 +39,7 @@ from . import optim, distributions
 from . import io
 from . import data
 from . import progress
+from . import divergences
 from .io import save, load
 
 __version__ = "0.1.0"

@@ -95,6 +95,14 @@ class Bernoulli(Distribution):
     def entropy(self):
         return -_xlogsig(self.probs, self.logits)
 
+    def enumerate_support(self, expand=True):
+        """The values ``0, 1`` (in the parameters' dtype) along a new leading dim, expanded over
+        the batch (torch's ``Bernoulli.enumerate_support``)."""
+        from ..creation import tensor
+        p = self.probs
+        values = tensor([0.0, 1.0], dtype=p.dtype, device=p.device).reshape((-1,) + (1,) * len(self._batch_shape))
+        return values.expand((-1,) + tuple(self._batch_shape)) if expand else values
+
 
 def _xlogsig(x, logits):
     """``x log sigmoid(l) + (1 - x) log sigmoid(-l)``; logsigmoid is finite, so 0 * it is 0."""
