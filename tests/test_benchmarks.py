@@ -9,7 +9,8 @@ import pytest
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py")
                  if p.name not in ("bench_engine.py", "bench_train.py", "bench_glow.py",
-                                   "bench_vqvae.py", "bench_dcgan.py", "bench_distributed.py"))
+                                   "bench_vqvae.py", "bench_dcgan.py", "bench_distributed.py",
+                                   "bench_pixel_sampling.py"))
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
@@ -45,6 +46,18 @@ def test_model_step_benchmark_smoke(script, title):
                                               else ("torch",))
     for impl in impls:
         assert f"| {impl} |" in proc.stdout
+
+
+@pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")
+def test_bench_pixel_sampling_smoke():
+    """Naive against fast pixel sampling, tiny models: both run and draw the same samples."""
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_pixel_sampling.py"), "--small", "--no-save",
+                           "--device", "cpu", "--repeats", "1", "--warmup", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("| cpu | pixelcnn | 1 |", "| cpu | gated-pixelcnn | 4 |"):
+        assert row in proc.stdout, proc.stdout
+    assert "| NO |" not in proc.stdout
 
 
 @pytest.mark.skipif(not BENCH.exists(), reason="benchmarks/ not next to tests/")

@@ -16,7 +16,9 @@ labels; ``--no-conditional`` trains p(x)). The horizontal stack is residual.
 Output: ReLU -> 1x1 -> ReLU -> 1x1 to ``num_levels`` logits per channel. For RGB data the
 current pixel's earlier colours enter the head through a 1x1 mask-A convolution with colour
 groups, and the last 1x1 is a mask-B one, so R, G, B are predicted in order (the stacks
-themselves see only earlier pixels). Sampling draws pixel by pixel; class-conditional samples
+themselves see only earlier pixels). Sampling draws pixel by pixel, by default from cached
+activations (the vertical stack once per row, the horizontal one once per pixel: Ramachandran
+et al. 2017; ``--sampler naive`` reruns the network per pixel); class-conditional samples
 take ``labels`` (default: cycling through the classes 0, 1, 2, ...).
 
 ``nll`` is exact: -log p(x | y) for a conditional model (``nll_kind`` says so), -log p(x)
@@ -34,6 +36,7 @@ from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
 from ._pixel_layers import GatedStackLayer, check_image_data, sample_pixels
+from ._fast_sampling import PixelSampleOptions, check_sampler, fast_sample_gated_pixelcnn
 
 _LOG2 = 0.6931471805599453
 
@@ -70,6 +73,7 @@ class GatedPixelCNN(GenerativeModel):
     """
 
     Config = GatedPixelCNNConfig
+    SampleOptions = PixelSampleOptions     # gmcore sample RUN --sampler naive
 
     def __init__(self, config: GatedPixelCNNConfig, data: DataInfo):
         super().__init__(config, data)
@@ -150,9 +154,13 @@ class GatedPixelCNN(GenerativeModel):
         bpd = nll / (self.data.dims * _LOG2)
         return bpd, {"bits_per_dim": bpd.item()}
 
-    def sample(self, n, generator=None, labels=None) -> Tensor:
+    def sample(self, n, generator=None, labels=None, sampler="fast") -> Tensor:
         """``n`` images in [0, 1], pixel by pixel; ``labels`` (n,) for a conditional model
-        (default: 0, 1, ..., num_classes-1, 0, 1, ...)."""
+        (default: 0, 1, ..., num_classes-1, 0, 1, ...). ``sampler="fast"`` computes the
+        vertical stack once per row and the horizontal stack once per pixel from cached
+        activations (:mod:`._fast_sampling`); ``"naive"`` reruns the network per pixel. Both
+        make the same draws."""
+        check_sampler("gated-pixelcnn", sampler)
         dev = next(self.parameters()).device
         if self.num_classes:
             if labels is None:
@@ -164,6 +172,8 @@ class GatedPixelCNN(GenerativeModel):
                 raise ValueError(f"gated-pixelcnn.sample: labels must lie in [0, {self.num_classes})")
         elif labels is not None:
             raise ValueError("gated-pixelcnn.sample: this model is unconditional; labels are not used")
+        if sampler == "fast":
+            return fast_sample_gated_pixelcnn(self, n, generator, labels)
         top = self.levels - 1
 
         def predict(x, i, j, c):

@@ -19,8 +19,9 @@ divisible by 6). Grey data uses ``groups_rgb=1``.
 
 Stacks of 3x3 masked convolutions have a blind spot (pixels above and to the right that no
 path reaches); the Gated PixelCNN (``gated-pixelcnn``) removes it. ``nll`` is the exact
-negative log-likelihood of the discrete data; samples are drawn pixel by pixel (H*W forward
-passes, C*H*W for RGB).
+negative log-likelihood of the discrete data; samples are drawn pixel by pixel, by default
+computing only the new pixel's position of every layer from cached activations (Ramachandran
+et al. 2017; ``--sampler naive`` reruns the network: H*W forward passes, C*H*W for RGB).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
 from ._pixel_layers import check_image_data, eval_mode, sample_pixels
+from ._fast_sampling import PixelSampleOptions, check_sampler, fast_sample_pixelcnn
 
 _LOG2 = 0.6931471805599453
 
@@ -86,6 +88,7 @@ class PixelCNN(GenerativeModel):
     """
 
     Config = PixelCNNConfig
+    SampleOptions = PixelSampleOptions     # gmcore sample RUN --sampler naive
 
     def __init__(self, config: PixelCNNConfig, data: DataInfo):
         super().__init__(config, data)
@@ -133,8 +136,13 @@ class PixelCNN(GenerativeModel):
         bpd = nll / (self.data.dims * _LOG2)
         return bpd, {"bits_per_dim": bpd.item()}
 
-    def sample(self, n, generator=None) -> Tensor:
-        """``n`` images in [0, 1] (levels / (num_levels - 1)), drawn pixel by pixel (dropout off)."""
+    def sample(self, n, generator=None, sampler="fast") -> Tensor:
+        """``n`` images in [0, 1] (levels / (num_levels - 1)), drawn pixel by pixel (dropout off).
+        ``sampler="fast"`` computes only the new pixel's position of every layer (cached
+        activations, :mod:`._fast_sampling`); ``"naive"`` reruns the network per pixel. Both
+        make the same draws."""
+        if check_sampler("pixelcnn", sampler) == "fast":
+            return fast_sample_pixelcnn(self, n, generator)
         dev = next(self.parameters()).device
         top = self.levels - 1
 
