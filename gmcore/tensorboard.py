@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import time
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,12 @@ class RunWriter:
     def __init__(self, folder, config: dict, start_step: int = 0):
         writer_cls = require()
         self.folder = Path(folder)
-        # a resumed run redoes the steps after its checkpoint: TensorBoard drops their old events
-        self._w = writer_cls(logdir=str(self.folder), purge_step=start_step + 1 if start_step > 0 else None)
+        # A resumed run redoes the steps after its checkpoint: TensorBoard drops their old events.
+        # tensorboardX names the file by the second it opens it, so a run resumed within the same
+        # second would truncate the last one's file: a nanosecond suffix keeps every file, sorted
+        # in the order the runs wrote them (TensorBoard reads a folder's files in name order).
+        self._w = writer_cls(logdir=str(self.folder), purge_step=start_step + 1 if start_step > 0 else None,
+                             filename_suffix=f".{time.time_ns():020d}")
         if start_step == 0:
             text = json.dumps(config, indent=1)
             # TensorBoard renders text as markdown: an indented block keeps the JSON as it is

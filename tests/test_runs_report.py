@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -86,7 +87,10 @@ def test_tensorboard_does_not_change_the_training_path(zoo, tmp_path):
     assert strip(_rows(tmp_path / "plain")) == strip(_rows(zoo / "vae"))
 
 
-def test_resumed_run_drops_the_events_of_redone_steps(tmp_path):
+def test_resumed_run_drops_the_events_of_redone_steps(tmp_path, monkeypatch):
+    # every writer opens its file in the same second, as in a quick crash-and-resume: tensorboardX
+    # names files by the second, so without a suffix of our own each resume truncated the last file
+    monkeypatch.setattr(time, "time", lambda: 1.8e9)
     run, keep = tmp_path / "run", tmp_path / "step2"
     flags = ["--eval-every", "0", "--log-every", "1", "--tensorboard"]
     _train(run, "vae", "--steps", "2", *flags, extra=VAE)
