@@ -40,6 +40,7 @@ from . import io
 from . import data
 from . import progress
 from . import divergences
+from . import score
 from .io import save, load
 
 __version__ = "0.1.0"

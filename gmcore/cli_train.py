@@ -433,3 +433,4 @@ def _models(args: argparse.Namespace) -> int:
 # `gmcore edit` uses the helpers above: registered once this module is complete, whichever of
 # gmcore.cli and gmcore.cli_train is imported first
 from . import cli_edit  # noqa: E402,F401
+from . import cli_dream  # noqa: E402,F401

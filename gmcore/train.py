@@ -857,6 +857,9 @@ def _pictures(run, rows) -> dict:
                                      num_samples=max(tcfg.num_samples, SCATTER_SAMPLES)
                                      if tcfg.num_samples else 0,
                                      modes=getattr(run.test_set, "modes", None)))
+            if hasattr(run.model, "save_pictures"):   # model-specific extras, e.g. a score field
+                res.update(run.model.save_pictures(out, Generator(device=tcfg.device).manual_seed(tcfg.seed),
+                                                   test_set=run.test_set) or {})
         return res
     if len(run.info.shape) != 3 and tcfg.num_samples and hasattr(run.model, "save_samples"):
         with _sampling(run):  # text, audio: the model writes its own format

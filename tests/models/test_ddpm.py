@@ -57,8 +57,8 @@ def test_unconditional_runs_refuse_labels_and_guidance():
         m.sample(2, guidance=1.0)
     with pytest.raises(ValueError, match="class labels"):
         DDPM(DDPMConfig(**TINY, class_cond=True), DataInfo((1, 8, 8), 17, "noclasses"))
-    with pytest.raises(ValueError, match="images"):
-        DDPM(DDPMConfig(**TINY), DataInfo((2,), 0, "moons"))
+    with pytest.raises(ValueError, match="images"):   # the 2-D toys are points mode (test_ddpm_points.py)
+        DDPM(DDPMConfig(**TINY), DataInfo((3, 4), 0, "vectors"))
 
 
 def test_samples_lie_on_the_data_levels():

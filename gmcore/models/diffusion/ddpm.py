@@ -33,6 +33,20 @@ Classifier guidance (Dhariwal & Nichol 2021): ``gmcore sample RUN --classifier C
 ``--classifier``, ``--guidance`` is that classifier scale s, otherwise the classifier-free weight w.
 A ddpm run is a base of latent kind ``"diffusion"`` for such second stages.
 
+Points mode (the 2-D toys, ``gmcore train ddpm --dataset 8gaussians|checkerboard|moons``): the
+denoiser is an MLP with a sinusoidal time embedding added to each hidden layer
+(:class:`~gmcore.models.score.score_mlp.ConditionalMLP`; ``--channels`` is its width and
+``--num-res-blocks`` its number of hidden layers, defaults from the ``"points"`` sections below),
+diffusing the points as they are (no rescaling, x0 not clipped: the toys are not in [-1, 1]).
+Its figure is the sample distance of the 2-D toys (energy distance of 2000 samples to the
+held-out points, 8gaussians' mode coverage), and ``nll_kind`` is "none" there: the digits' bound
+ends in a decoder *discretized* on the data's levels, which continuous points do not have. A
+continuous-data bound (the same KL sum ending in a Gaussian decoder density, nats per point)
+would be an honest bound on -log p(x), but it costs T network passes per point and its t = 0
+term is a density under a reverse step of scale sqrt(beta~_1), which the bound's tightness
+depends on; it is not computed here (so no density map either). ``--learn-sigma``,
+``--timestep-sampler importance`` and ``--class-cond`` are image-only.
+
 Differences from the papers: a U-Net sized for 8x8 digits (32 channels, two levels of one
 residual block, attention at 4x4 and in the middle), 1500 steps of 64 on a CPU, not 800k steps
 on TPUs; EMA decay 0.999 rather than 0.9999 for a run that short.
@@ -155,12 +169,21 @@ class DDPM(GenerativeModel):
     latent_kind = "diffusion"
     # A test evaluation costs T network passes per batch: only at the end by default
     train_defaults = {"lr": 1e-3, "warmup": 100, "lr_schedule": "cosine", "batch_size": 64,
-                      "steps": 1500, "eval_every": 0, "ema": 0.999}
+                      "steps": 1500, "eval_every": 0, "ema": 0.999,
+                      "points": {"batch_size": 256, "steps": 4000}}
+    # points mode: the MLP denoiser's width (channels) and hidden layers (num_res_blocks)
+    config_defaults = {"points": {"channels": 128, "num_res_blocks": 3, "dropout": 0.0}}
 
     def __init__(self, config: DDPMConfig, data: DataInfo, base=None):
         super().__init__(config, data, base=base)
         c = config
+        # the 2-D toys (vectors of reals): an MLP denoiser, the points diffused as they are
+        # (ddpm itself only: a subclass keeps its own check_data)
+        self.points = type(self) is DDPM and len(data.shape) == 1 and data.num_levels == 0
         self.check_data(data)
+        if self.points:
+            self.clip_x0 = False
+            self.check_points_config(c)
         self.num_classes = int(data.num_classes) if c.class_cond else 0
         if c.class_cond and self.num_classes < 2:
             raise ValueError(f"ddpm --class-cond needs a data set with class labels; "
@@ -185,6 +208,9 @@ class DDPM(GenerativeModel):
         """The denoiser ``net(x_t, t, y)``: a U-Net over ``diffusion_shape`` (a subclass that
         diffuses vectors builds another network)."""
         c = self.config
+        if self.points:
+            from ..score.score_mlp import ConditionalMLP
+            return ConditionalMLP(self.diffusion_shape[0], hidden=c.channels, layers=c.num_res_blocks)
         C, H, W = self.diffusion_shape
         if H != W:
             raise ValueError(f"{self.model_name}: square inputs only, got {H}x{W}")
@@ -267,8 +293,19 @@ class DDPM(GenerativeModel):
         """One frame of chain.png: a point x_t of the chain as an image in [0, 1]."""
         return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
 
+    def check_points_config(self, c) -> None:
+        """Points mode: refuse the options that assume images on discrete levels."""
+        for flag, on in (("learn-sigma", c.learn_sigma), ("class-cond", c.class_cond),
+                         ("timestep-sampler importance", c.timestep_sampler == "importance")):
+            if on:
+                raise ValueError(f"{self.model_name} on points ({self.data.name or 'vectors'}): --{flag} "
+                                 "is for images only (its bound terms need discrete levels)")
+
     def check_data(self, data: DataInfo) -> None:
-        """Refuse data this model cannot diffuse (here: anything but images with levels)."""
+        """Refuse data this model cannot diffuse (here: anything but images with levels, or
+        the 2-D toys' vectors in points mode)."""
+        if self.points:
+            return
         if len(data.shape) != 3 or data.num_levels < 2:
             raise ValueError(f"{self.model_name} models images with discrete levels (digits, MNIST, "
                              f"CIFAR), not {data.name or 'data'} of shape {tuple(data.shape)}")
@@ -285,11 +322,15 @@ class DDPM(GenerativeModel):
         return tuple(int(v) for v in self.data.shape)
 
     def to_diffusion(self, x: Tensor) -> Tensor:
-        """Data in [0, 1] -> x0 in [-1, 1]."""
+        """Data in [0, 1] -> x0 in [-1, 1] (points: as they are)."""
+        if self.points:
+            return x.to(self._dtype)
         return x.to(self._dtype) * 2.0 - 1.0
 
     def from_diffusion(self, x: Tensor) -> Tensor:
         """x0 in [-1, 1] -> the data range [0, 1], rounded to the data's levels (as the data are)."""
+        if self.points:
+            return x
         L = self.data.num_levels - 1
         return (((x + 1.0) * 0.5).clamp(0.0, 1.0) * L).round() / L
 
@@ -303,12 +344,19 @@ class DDPM(GenerativeModel):
         return next(self.parameters()).dtype
 
     # ---- the training-loop contract ------------------------------------------------------------
-    def loss(self, batch):
-        x0 = self.batch_x0(batch)
+    def _training_condition(self, batch):
+        """What the denoiser is conditioned on in training: the batch's labels, each replaced by
+        the null label with probability ``label_dropout`` (a subclass may condition on something
+        else, as glide-core on captions)."""
         labels = self._batch_labels(batch)
         if labels is not None and self.config.label_dropout:
             drop = gc.rand(labels.shape[0], device=labels.device) < self.config.label_dropout
             labels = gf.where(drop, gc.full_like(labels, self.num_classes), labels)
+        return labels
+
+    def loss(self, batch):
+        x0 = self.batch_x0(batch)
+        labels = self._training_condition(batch)
         importance = self.config.timestep_sampler == "importance"
         if importance:
             self.timestep_sampler.load_state_dict({"losses": self.sampler_losses.cpu().numpy(),
@@ -325,6 +373,8 @@ class DDPM(GenerativeModel):
 
     @property
     def nll_kind(self) -> str:
+        if self.points:   # no discretized decoder on continuous points (see the module docstring)
+            return "none"
         k = self.config.timesteps_subsample
         cond = " on -log p(x | y)" if self.num_classes else ""
         if k == 1:
@@ -336,6 +386,8 @@ class DDPM(GenerativeModel):
         """The variational bound on -log p(x) of the discrete data (-log p(x | y) when
         class-conditional) in nats per example, its KL sum estimated from every K-th term
         when ``timesteps_subsample`` K > 1 (:attr:`nll_kind` says which)."""
+        if self.points:
+            raise NotImplementedError("ddpm on points reports no likelihood (nll_kind 'none')")
         k = self.config.timesteps_subsample
         x0 = self.to_diffusion(batch[0])
         return self.diffusion.nll_bound(self.denoiser(self._batch_labels(batch)), x0, self.data.num_levels,
@@ -347,6 +399,13 @@ class DDPM(GenerativeModel):
         ``return_chain`` also the chain x_T ... x_0 (in [-1, 1], one tensor per step).
         ``classifier``: a noisy-classifier run folder (or model) for classifier guidance."""
         model_fn, guide = self._guided(n, label, guidance, classifier)
+        return self.draw(model_fn, n, generator, sampler, steps, eta, spacing, return_chain, **guide)
+
+    def draw(self, model_fn, n, generator=None, sampler="ddim", steps=50, eta=0.0, spacing="trailing",
+             return_chain=False, **guide):
+        """``n`` images from the denoiser ``model_fn(x_t, t)`` (conditioning and guidance already
+        in it, as :meth:`denoiser` makes) by the named sampler; :meth:`sample` without the choice
+        of the condition (a subclass conditions its own way and draws through this)."""
         dev = next(self.parameters()).device
         out = samplers.sample(self.diffusion, model_fn, (n, *self.diffusion_shape),
                               sampler, steps=self._steps(steps), eta=eta, spacing=spacing, generator=generator,
@@ -405,6 +464,8 @@ class DDPM(GenerativeModel):
         GUIDANCE_SCALES, the classes along the row, every row from the same noise."""
         from ...plots import save_image_grid
 
+        if self.points:   # points: samples.png (over the data) is the picture
+            return {}
         state = generator.get_state() if generator is not None else None
         _, chain = self.sample(8, generator=generator, return_chain=True)
         pick = np.unique(np.linspace(0, len(chain) - 1, self.CHAIN_FRAMES).round().astype(int))

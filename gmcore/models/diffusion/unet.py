@@ -27,6 +27,14 @@ the channels with a learned variance) from a noisy image, its timestep and optio
   ``scale_shift_norm=True`` (improved-diffusion's ``use_scale_shift_norm``) applies the
   embedding after the norm instead: a per-channel scale and shift that no norm removes.
 * **Output:** GroupNorm, SiLU, 3x3 conv, zero-initialised: an untrained net outputs 0.
+* **Text context** (``context_dim`` D > 0, GLIDE's ``Text2ImUNet``, Nichol et al. 2021): the
+  forward takes ``context`` (B, L, D), a text encoder's token sequence, and an optional
+  ``context_mask`` (B, L), True at padding. Every attention layer (:class:`ContextAttention2d`)
+  projects the tokens to extra keys and values, concatenated to the image positions' (padding
+  masked out), so each pixel attends to the caption as well; the last token (the pooled one,
+  the caption's end when captions are left-padded) is projected (``context_pool``) and added to
+  the time embedding. ``context=None`` runs the net without a caption (image keys only, no
+  pooled term); a caption-conditioned model instead feeds the encoding of the empty caption.
 
 The input's H and W must be divisible by 2^(levels - 1); the attention levels are fixed at
 construction from ``image_size`` (default 8, the digits), other sizes pass through the same
@@ -52,7 +60,7 @@ from ...creation import zeros_like as _zeros_like
 from ...nn import functional as F
 from ...tensor import Tensor
 
-__all__ = ["UNet", "timestep_embedding"]
+__all__ = ["UNet", "ContextAttention2d", "timestep_embedding"]
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -147,10 +155,60 @@ class Upsample(nn.Module):
         return self.conv(x)
 
 
-def _run(step, h, emb):
-    """Apply one U-Net step (a ModuleList of ResBlock / attention / resampling layers)."""
+class ContextAttention2d(nn.SelfAttention2d):
+    """:class:`gmcore.nn.SelfAttention2d` whose keys and values also include a token sequence
+    (GLIDE's attention block with ``encoder_channels``): ``forward(x, context, mask)`` with
+    ``context`` (N, L, context_dim) projected by ``context_kv`` to L more keys and values, and
+    ``mask`` (N, L) True where a token is padding (never attended to). ``context=None``: plain
+    self-attention, as the parent.
+
+    >>> import gmcore as gm
+    >>> block = ContextAttention2d(8, context_dim=6, num_heads=2)
+    >>> block(gm.randn(2, 8, 4, 4), gm.randn(2, 3, 6)).shape
+    gmcore.Size([2, 8, 4, 4])
+    """
+
+    def __init__(self, channels, context_dim, num_heads=1, num_groups=32):
+        super().__init__(channels, num_heads=num_heads, num_groups=num_groups)
+        self.context_dim = _check_int(context_dim, "context_dim", 1)
+        self.context_kv = nn.Linear(self.context_dim, 2 * channels)
+
+    def forward(self, x, context=None, mask=None):
+        if context is None:
+            return super().forward(x)
+        N, C, H, W = x.shape
+        if context.ndim != 3 or context.shape[0] != N or context.shape[2] != self.context_dim:
+            raise ValueError(f"ContextAttention2d: context must be ({N}, L, {self.context_dim}), got "
+                             f"{tuple(context.shape)}")
+        nh = self.num_heads
+        h = F.group_norm(x, self.num_groups, self.norm_weight, self.norm_bias, self.eps)
+        h = h.reshape(N, C, H * W).transpose(1, 2)                       # (N, HW, C)
+        q, k, v = F.linear(h, self.qkv_weight, self.qkv_bias).split([C, C, C], 2)
+        ck, cv = self.context_kv(context).chunk(2, 2)                     # (N, L, C) each
+        k, v = gf.cat([k, ck], 1), gf.cat([v, cv], 1)
+
+        def heads(t):  # (N, S, C) -> (N, heads, S, C / heads)
+            return t.reshape(N, t.shape[1], nh, -1).transpose(1, 2)
+        allowed = None
+        if mask is not None:   # True = allowed (torch's bool convention): every pixel, no padding
+            pixels = _tensor(np.ones((N, H * W), dtype=np.bool_), device=x.device)
+            allowed = gf.cat([pixels, mask.logical_not()], 1).reshape(N, 1, 1, -1)
+        out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=allowed)
+        out = out.transpose(1, 2).reshape(N, H * W, C)
+        out = F.linear(out, self.proj_weight, self.proj_bias).transpose(1, 2).reshape(N, C, H, W)
+        return x + out
+
+
+def _run(step, h, emb, context=None):
+    """Apply one U-Net step (a ModuleList of ResBlock / attention / resampling layers);
+    ``context``: (tokens, mask) for the attention layers that read a caption."""
     for layer in step:
-        h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        if isinstance(layer, ResBlock):
+            h = layer(h, emb)
+        elif isinstance(layer, ContextAttention2d):
+            h = layer(h, *context) if context is not None else layer(h)
+        else:
+            h = layer(h)
     return h
 
 
@@ -180,10 +238,13 @@ class UNet(nn.Module):
         scale_shift_norm: condition the blocks as ``GroupNorm(h) * (1 + scale) + shift``
             (improved-diffusion's ``use_scale_shift_norm``, its best models' choice) instead of
             adding the embedding before the GroupNorm.
+        context_dim: D > 0: the width of a text context the attention layers read and whose last
+            token joins the time embedding (GLIDE; see the module docstring).
 
     ``forward(x, t, y=None)``: ``x`` (B, in_channels, H, W); ``t`` (B,) int64 or float
     timesteps, or one number for the whole batch; ``y`` (B,) int64 labels in [0, K] (K: null),
-    only with ``num_classes``; ``y=None`` then means all null.
+    only with ``num_classes``; ``y=None`` then means all null; ``context`` (B, L, context_dim)
+    and ``context_mask`` (B, L) bool, True at padding: only with ``context_dim``.
 
     >>> import gmcore as gm
     >>> net = UNet(1, 2, channels=16, num_classes=10, num_heads=2)
@@ -193,7 +254,7 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels, out_channels, channels=64, channel_mult=(1, 2),
                  num_res_blocks=2, attention_resolutions=(4,), dropout=0.0, num_classes=0,
-                 num_heads=4, groups=32, image_size=8, scale_shift_norm=False):
+                 num_heads=4, groups=32, image_size=8, scale_shift_norm=False, context_dim=0):
         super().__init__()
         self.in_channels = _check_int(in_channels, "in_channels", 1)
         self.out_channels = _check_int(out_channels, "out_channels", 1)
@@ -207,6 +268,7 @@ class UNet(nn.Module):
         self.groups = _check_int(groups, "groups", 1)
         self.image_size = _check_int(image_size, "image_size", 1)
         self.scale_shift_norm = bool(scale_shift_norm)
+        self.context_dim = _check_int(context_dim, "context_dim", 0)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"UNet: dropout must be in [0, 1), got {dropout!r}")
         levels = len(self.channel_mult)
@@ -228,11 +290,16 @@ class UNet(nn.Module):
                                         nn.Linear(emb_dim, emb_dim))
         if self.num_classes:
             self.label_embed = nn.Embedding(self.num_classes + 1, emb_dim)
+        if self.context_dim:
+            self.context_pool = nn.Linear(self.context_dim, emb_dim)
 
         def res(i, o):
             return ResBlock(i, o, emb_dim, dropout, self.groups, self.scale_shift_norm)
 
         def attn(c):
+            if self.context_dim:
+                return ContextAttention2d(c, self.context_dim, num_heads=self.num_heads,
+                                          num_groups=_groups(c, self.groups))
             return nn.SelfAttention2d(c, num_heads=self.num_heads, num_groups=_groups(c, self.groups))
 
         # down path: every step's output is kept for the up path
@@ -314,22 +381,44 @@ class UNet(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------------
 
-    def forward(self, x, t, y=None):
+    def _context(self, context, mask, B):
+        """(tokens, mask) checked, or None without a context."""
+        if context is None:
+            if mask is not None:
+                raise ValueError("UNet: context_mask given without a context")
+            return None
+        if not self.context_dim:
+            raise ValueError("UNet: a context given to a net without one (context_dim=0)")
+        if not isinstance(context, Tensor) or context.ndim != 3 or context.shape[0] != B \
+                or context.shape[2] != self.context_dim:
+            raise ValueError(f"UNet: context must be a Tensor ({B}, L, {self.context_dim}), got "
+                             f"{tuple(getattr(context, 'shape', ())) or type(context).__name__}")
+        if mask is not None and (not isinstance(mask, Tensor) or mask.data.dtype != np.bool_
+                                 or tuple(mask.shape) != tuple(context.shape[:2])):
+            raise ValueError(f"UNet: context_mask must be a bool Tensor {tuple(context.shape[:2])} "
+                             f"(True at padding), got {getattr(mask, 'dtype', type(mask).__name__)} "
+                             f"{tuple(getattr(mask, 'shape', ()))}")
+        return context, mask
+
+    def forward(self, x, t, y=None, context=None, context_mask=None):
         self._check_x(x)
         t = self._timesteps(t, x)
         y = self._labels(y, x.shape[0], x.device)
+        ctx = self._context(context, context_mask, x.shape[0])
         emb = self.time_embed(timestep_embedding(t, self.channels))
         if y is not None:
             emb = emb + self.label_embed(y)
+        if ctx is not None:   # the pooled caption: its last token
+            emb = emb + self.context_pool(context[:, -1])
         emb = F.silu(emb)  # every block's projection starts with SiLU: do it once
         h = self.input_conv(x)
         hs = [h]
         for step in self.down:
-            h = _run(step, h, emb)
+            h = _run(step, h, emb, ctx)
             hs.append(h)
-        h = _run(self.middle, h, emb)
+        h = _run(self.middle, h, emb, ctx)
         for step in self.up:
-            h = _run(step, gf.cat([h, hs.pop()], 1), emb)
+            h = _run(step, gf.cat([h, hs.pop()], 1), emb, ctx)
         return self.out_conv(F.silu(self.out_norm(h)))
 
     def extra_repr(self):
@@ -338,4 +427,5 @@ class UNet(nn.Module):
                 f"num_res_blocks={self.num_res_blocks}, "
                 f"attention_resolutions={self.attention_resolutions}, "
                 f"num_classes={self.num_classes}, image_size={self.image_size}"
-                + (", scale_shift_norm=True" if self.scale_shift_norm else ""))
+                + (", scale_shift_norm=True" if self.scale_shift_norm else "")
+                + (f", context_dim={self.context_dim}" if self.context_dim else ""))

@@ -141,6 +141,8 @@ class Glow(FlowModel):
         every row from the same base draws."""
         from ...plots import save_image_grid
 
+        if len(self.data.shape) != 3:   # points: samples.png (over the data) is the picture
+            return {}
         state = generator.get_state() if generator is not None else None
         rows = []
         for t in TEMPERATURES:
