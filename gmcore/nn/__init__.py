@@ -30,9 +30,14 @@ from .pooling import (MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d,  # noqa: F401
                       AdaptiveAvgPool1d, AdaptiveAvgPool2d)
 from .rnn import RNNCellBase, RNNCell, LSTMCell, GRUCell, RNNBase, RNN, LSTM, GRU  # noqa: F401
 from .attention import MultiheadAttention, SelfAttention2d  # noqa: F401
+from .self_attention import SAGANSelfAttention  # noqa: F401
+from .conditional_norm import ConditionalBatchNorm2d, LinearConditionalBatchNorm2d  # noqa: F401
 from .transformer import (TransformerEncoderLayer, TransformerEncoder,  # noqa: F401
                           TransformerDecoderLayer, TransformerDecoder,
                           generate_square_subsequent_mask)
 from .vq import VectorQuantizer  # noqa: F401
 from .flows import ActNorm2d, InvConv2d1x1  # noqa: F401
 from .wavenet import WaveNetBlock, WaveNetStack, CausalEmbedding, WaveNetGenerationState  # noqa: F401
+from . import style  # noqa: F401
+from .style import (EqualLinear, EqualConv2d, PixelNorm, MinibatchStdDev, NoiseInjection,  # noqa: F401
+                    ModulatedConv2d)

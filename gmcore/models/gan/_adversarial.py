@@ -22,7 +22,7 @@ from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ._nets import ConvDiscriminator, ConvGenerator, MLPDiscriminator, mlp_generator
 
-__all__ = ["GANConfig", "AdversarialModel", "config_with_defaults"]
+__all__ = ["GANConfig", "AdversarialModel", "config_with_defaults", "truncation_options", "truncated_normal"]
 
 
 @dataclass
@@ -94,6 +94,41 @@ class ConditionalSampleOptions:
         "help": "draw this class only (-1: the classes in turn, 0, 1, 2, ...)", "min": -1})
 
 
+# ---- the truncation trick (gmcore sample RUN --truncation T) -----------------------------------
+# A model declares ``truncation = "threshold"`` (BigGAN: the entries of z with |z| > T are drawn
+# again, T = 0 off) or ``"psi"`` (its ``generate(z, labels, psi=psi)`` truncates, e.g. StyleGAN's
+# w_avg + psi (w - w_avg), psi = 1 off), and takes :func:`truncation_options` as SampleOptions;
+# a run reports digits-FID, precision/recall (and label accuracy) at TRUNCATION_VALUES.
+TRUNCATION_KINDS = {"threshold": (0.0, "resample the entries of z with |z| > T (BigGAN); 0: off"),
+                    "psi": (1.0, "psi: pull the latent towards its mean, w_avg + psi (w - w_avg); 1: off")}
+TRUNCATION_VALUES = (0.5, 0.7, 1.0)
+
+
+def truncation_options(kind: str, conditional: bool = False) -> type:
+    """The SampleOptions dataclass of a model with the truncation trick ``kind`` (a ``truncation``
+    field, plus ``label`` for a class-conditional model)."""
+    if kind not in TRUNCATION_KINDS:
+        raise ValueError(f"unknown truncation kind {kind!r}; choose one of {', '.join(TRUNCATION_KINDS)}")
+    default, help_ = TRUNCATION_KINDS[kind]
+    spec = [("truncation", float, field(default=default, metadata={"help": help_, "min": 0.0}))]
+    bases = (ConditionalSampleOptions,) if conditional else ()
+    return dataclasses.make_dataclass(f"{kind.capitalize()}TruncationSampleOptions", spec, bases=bases)
+
+
+def truncated_normal(n: int, dim: int, threshold: float, generator=None, device="cpu"):
+    """(n, dim) standard normal draws with every entry above ``threshold`` in absolute value
+    drawn again until none is (BigGAN's truncation trick: a normal truncated to [-T, T])."""
+    if not threshold > 0:
+        raise ValueError(f"truncation threshold must be positive, got {threshold}")
+    z = creation.randn(n, dim, generator=generator, device=device)
+    for _ in range(100000):   # acceptance >= 3% per round for T >= 0.04: ends long before
+        out = z.abs() > threshold
+        if not bool(out.any().item()):
+            return z
+        z = gf.where(out, creation.randn(n, dim, generator=generator, device=device), z)
+    raise RuntimeError(f"truncated_normal: threshold {threshold} too small to sample")
+
+
 class AdversarialModel(GenerativeModel):
     """A generator and a discriminator trained against each other (see the module docstring).
 
@@ -103,6 +138,7 @@ class AdversarialModel(GenerativeModel):
     """
 
     nll_kind = "none"
+    truncation = None   # the truncation trick it supports: a key of TRUNCATION_KINDS, or None
     # GANs keep a constant learning rate (DCGAN, WGAN-GP). An evaluation has no likelihood to
     # compute: it adds a row of fixed-noise samples to progress.png (image data)
     train_defaults = {"lr": 2e-4, "warmup": 0, "lr_schedule": "constant", "batch_size": 64,
@@ -307,9 +343,10 @@ class AdversarialModel(GenerativeModel):
             self.g_history.update(self.generator)
         return {"d_loss": d_loss, "g_loss": g_loss, **logs, **g_logs}
 
-    def sample(self, n, generator=None, labels=None, label: int = -1):
+    def sample(self, n, generator=None, labels=None, label: int = -1, truncation=None):
         """``n`` samples; a class-conditional model takes ``labels`` (n,), or one ``label`` for
-        all (default: the classes in turn, 0, 1, 2, ...)."""
+        all (default: the classes in turn, 0, 1, 2, ...); a model with the truncation trick
+        (``self.truncation``) takes ``truncation`` (None: off)."""
         if self.num_classes:
             dev = next(self.parameters()).device
             if labels is None and label >= 0:
@@ -322,4 +359,53 @@ class AdversarialModel(GenerativeModel):
                                  f"[0, {self.num_classes - 1}]")
         elif labels is not None or label >= 0:
             raise ValueError(f"{self.model_name} is not class-conditional: it takes no labels")
-        return self.generate(self.noise(n, generator=generator), labels)
+        if truncation is None:
+            return self.generate(self.noise(n, generator=generator), labels)
+        if self.truncation not in TRUNCATION_KINDS:
+            raise ValueError(f"{self.model_name} has no truncation trick: it takes no truncation")
+        if not float(truncation) >= 0:
+            raise ValueError(f"{self.model_name}: truncation must be >= 0, got {truncation}")
+        if self.truncation == "psi":
+            return self.generate(self.noise(n, generator=generator), labels, psi=float(truncation))
+        if float(truncation) == 0.0:   # the threshold's "off"
+            return self.generate(self.noise(n, generator=generator), labels)
+        dev = next(self.parameters()).device
+        return self.generate(truncated_normal(n, self.config.latent_dim, float(truncation), generator, dev),
+                             labels)
+
+    def save_pictures(self, out_dir, generator=None, test_set=None) -> dict:
+        """A model with the truncation trick: ``truncation.png`` (a row of samples per value of
+        TRUNCATION_VALUES, then untruncated if that is none of them, all from the same seed) and,
+        on digits, each value's digits-FID, KID, precision/recall (and label accuracy) under
+        ``truncation`` in metrics.json (1000 samples each, as the run's own figures)."""
+        if self.truncation not in TRUNCATION_KINDS:
+            return {}
+        from pathlib import Path
+
+        from ...plots import save_image_grid
+        from ...random import Generator
+
+        seed = generator.initial_seed() if generator is not None else 0
+        dev = next(self.parameters()).device
+
+        def draw(n, value):
+            return self.sample(n, generator=Generator(device=dev).manual_seed(seed), truncation=value)
+        off = TRUNCATION_KINDS[self.truncation][0]
+        rows = [draw(10, v) for v in TRUNCATION_VALUES + ((off,) if off not in TRUNCATION_VALUES else ())]
+        save_image_grid(gf.cat(rows, 0), Path(out_dir) / "truncation.png", nrow=10)
+        res = {"truncation_png": "truncation.png", "truncation_kind": self.truncation}
+        if test_set is None or self.data.name != "digits":
+            return res
+        from ... import feature_metrics
+        from ...autograd import enable_grad
+        from ...train import QUALITY_SAMPLES
+
+        labels = np.arange(QUALITY_SAMPLES) % self.num_classes if self.num_classes else None
+        keep = ("digits_fid", "digits_kid", "precision", "recall", "label_accuracy")
+        res["truncation"] = {}
+        for v in TRUNCATION_VALUES:
+            samples = draw(QUALITY_SAMPLES, v)
+            with enable_grad():   # the feature classifier may train on first use
+                q = feature_metrics.sample_quality(samples, test_set, labels=labels)
+            res["truncation"][str(v)] = {k: q[k] for k in keep if k in q}
+        return res
