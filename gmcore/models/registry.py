@@ -13,7 +13,8 @@ __all__ = ["ModelSpec", "register", "get", "names", "specs", "build"]
 
 # Packages whose modules register models when imported (one per family).
 _FAMILY_PACKAGES = ("gmcore.models.latent", "gmcore.models.autoregressive", "gmcore.models.flows",
-                    "gmcore.models.gan", "gmcore.models.diffusion", "gmcore.models.score")
+                    "gmcore.models.gan", "gmcore.models.diffusion", "gmcore.models.score",
+                    "gmcore.models.ebm")
 
 
 @dataclass(frozen=True)
