@@ -20,6 +20,18 @@ def _backend_uses(path):
     return hits
 
 
+# Array-level inference kernels that live beside their models, each with why: they ask the
+# engine for the array library of the model's own device (backend.xp_for, device_context) and
+# choose nothing themselves, so they run wherever the model does. Nothing else may join lightly.
+ARRAY_KERNELS = {
+    # cached-activation pixel sampling: one position per layer per pixel, on raw arrays because
+    # the autograd engine's per-op overhead is what it removes (tests: identical draws to the
+    # Tensor-op sampler)
+    "autoregressive/_fast_sampling.py",
+}
+
+
 def test_model_files_do_not_import_backend():
     found = {str(p.relative_to(MODELS)): _backend_uses(p) for p in sorted(MODELS.rglob("*.py"))}
-    assert {k: v for k, v in found.items() if v} == {}
+    assert {k: v for k, v in found.items() if v and k not in ARRAY_KERNELS} == {}
+    assert all(found.get(k) for k in ARRAY_KERNELS), "an exempted file no longer needs its exemption"

@@ -50,7 +50,6 @@ from ... import creation as gc
 from ... import functional as gf
 from ... import metrics
 from ...autograd import no_grad
-from ...backend import xp_of
 from ...nn import Parameter
 from ...nn import functional as F
 from ...tensor import Tensor
@@ -192,13 +191,14 @@ class BoltzmannMachine(GenerativeModel):
             bias = beta * self.bias.detach().data
             bias[:self.D] += (1.0 - beta) * self.base_bias.data
             out = s.detach().data.copy()
-            xp = xp_of(out)
             n = out.shape[1]
             for _ in range(sweeps):
-                u = gc.rand(out.shape[0], n, generator=generator, device=s.device, dtype=s.dtype).data
+                u = gc.rand(out.shape[0], n, generator=generator, device=s.device, dtype=s.dtype)
+                # u < sigmoid(a) exactly when logit(u) < a: the logits once per sweep, no overflow
+                logit_u = (u.log() - (-u).log1p()).data
                 for i in range(n):   # J[i, i] = 0: unit i's input leaves itself out
                     a = beta * (out @ J[:, i]) + bias[i]
-                    out[:, i] = u[:, i] < 0.5 + 0.5 * xp.tanh(0.5 * a)   # sigmoid(a), no overflow
+                    out[:, i] = logit_u[:, i] < a
         return gc.tensor(out, device=s.device)
 
     def _base_draw(self, n: int, generator=None) -> Tensor:
