@@ -21,7 +21,8 @@ import dataclasses
 import typing
 from typing import Any, Mapping
 
-__all__ = ["add_dataclass_flags", "from_namespace", "from_mapping", "to_dict", "ConfigError", "read_toml"]
+__all__ = ["add_dataclass_flags", "from_namespace", "from_mapping", "to_dict", "ConfigError", "read_toml",
+           "int_list"]
 
 
 class ConfigError(ValueError):
@@ -128,3 +129,16 @@ def read_toml(path) -> dict:
         raise ConfigError(f"config file {path}: unknown table(s) {', '.join(unknown)} "
                           "(expected [train] and [model])")
     return data
+
+
+def int_list(text: str, flag: str, owner: str) -> tuple:
+    """A comma-separated string field ("1,2,2") as a tuple of ints; a bad one is a ValueError
+    naming ``owner`` (the model) and its ``--flag``.
+
+    >>> int_list("1, 2,2", "channel-mult", "ddpm")
+    (1, 2, 2)
+    """
+    try:
+        return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ValueError(f"{owner}: --{flag} must be comma-separated integers, got {text!r}") from None

@@ -73,7 +73,7 @@ def find_runs(root) -> list[RunSummary]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
     found = []
-    for dirpath, dirnames, _ in os.walk(root, onerror=None):
+    for dirpath, dirnames, _ in os.walk(root):
         folder = Path(dirpath)
         if is_run_folder(folder):
             found.append(summarize(folder, root))
@@ -138,7 +138,8 @@ def _fill(s: RunSummary, folder: Path) -> None:
     final = _read_json(folder / "metrics.json")
     header = _read_json(folder / "last.json")
     rows = _read_rows(folder / "metrics.jsonl")
-    state = (header or {}).get("state", {}) if isinstance((header or {}).get("state"), dict) else {}
+    state = (header or {}).get("state")   # the checkpoint header's training state
+    state = state if isinstance(state, dict) else {}
     s.model = config.get("model") or state.get("model_name") or (final or {}).get("model")
     s.family = _family(s.model)
     s.dataset = config.get("data") or (final or {}).get("dataset")

@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import creation as gc
+from ...configs import int_list
 from ... import functional as gf
 from ... import nn
 from ...schedules import NoiseSchedule
@@ -72,12 +73,6 @@ from .unet import UNet
 __all__ = ["DDPM", "DDPMConfig", "DDPMSampleOptions", "DDPMGuidedSampleOptions", "DDPMEvalOptions"]
 
 
-def _int_list(text: str, name: str) -> tuple:
-    try:
-        values = tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
-    except ValueError:
-        raise ValueError(f"ddpm: --{name} must be comma-separated integers, got {text!r}") from None
-    return values
 
 
 # The bound costs one network pass per timestep: `--timesteps-subsample K` estimates it from one
@@ -215,9 +210,9 @@ class DDPM(GenerativeModel):
         if H != W:
             raise ValueError(f"{self.model_name}: square inputs only, got {H}x{W}")
         return UNet(self.net_in_channels, C * (2 if c.learn_sigma else 1), channels=c.channels,
-                    channel_mult=_int_list(c.channel_mult, "channel-mult"),
+                    channel_mult=int_list(c.channel_mult, "channel-mult", self.model_name),
                     num_res_blocks=c.num_res_blocks,
-                    attention_resolutions=_int_list(c.attention_resolutions, "attention-resolutions"),
+                    attention_resolutions=int_list(c.attention_resolutions, "attention-resolutions", self.model_name),
                     dropout=c.dropout, num_classes=self.num_classes, num_heads=c.num_heads,
                     image_size=H, scale_shift_norm=c.scale_shift_norm)
 

@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import creation as gc
+from ...configs import int_list
 from ... import functional as gf
 from ... import nn
 from ...data import captions as cap
@@ -66,7 +67,7 @@ from ...tensor import Tensor
 from ..base import DataInfo
 from ..registry import register
 from . import samplers
-from .ddpm import DDPM, DDPMConfig, DDPMSampleOptions, _int_list
+from .ddpm import DDPM, DDPMConfig, DDPMSampleOptions
 from .unet import UNet
 
 __all__ = ["GlideCore", "GlideCoreConfig", "GlideCoreSampleOptions", "TextEncoder"]
@@ -177,8 +178,8 @@ class GlideCore(DDPM):
         c = self.config
         C, H, W = self.diffusion_shape
         return UNet(C, C * (2 if c.learn_sigma else 1), channels=c.channels,
-                    channel_mult=_int_list(c.channel_mult, "channel-mult"), num_res_blocks=c.num_res_blocks,
-                    attention_resolutions=_int_list(c.attention_resolutions, "attention-resolutions"),
+                    channel_mult=int_list(c.channel_mult, "channel-mult", self.model_name), num_res_blocks=c.num_res_blocks,
+                    attention_resolutions=int_list(c.attention_resolutions, "attention-resolutions", self.model_name),
                     dropout=c.dropout, num_heads=c.num_heads, image_size=H,
                     scale_shift_norm=c.scale_shift_norm, context_dim=c.text_width)
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from ... import autograd
 from ... import creation as gc
+from ...configs import int_list
 from ... import nn
 from ...nn import functional as F
 from ...random import Generator
@@ -51,11 +52,6 @@ __all__ = ["NoisyClassifier", "NoisyClassifierConfig", "NoisyClassifierSampleOpt
            "classifier_guidance", "same_schedule"]
 
 
-def _int_list(text: str, name: str) -> tuple:
-    try:
-        return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
-    except ValueError:
-        raise ValueError(f"noisy-classifier: --{name} must be comma-separated integers, got {text!r}") from None
 
 
 class EncoderUNet(nn.Module):
@@ -190,9 +186,9 @@ class NoisyClassifier(GenerativeModel):
         if not 0.0 <= c.dropout < 1.0:
             raise ValueError(f"noisy-classifier: --dropout must be in [0, 1), got {c.dropout}")
         self.net = EncoderUNet(C, self.num_classes, channels=c.channels,
-                               channel_mult=_int_list(c.channel_mult, "channel-mult"),
+                               channel_mult=int_list(c.channel_mult, "channel-mult", self.model_name),
                                num_res_blocks=c.num_res_blocks,
-                               attention_resolutions=_int_list(c.attention_resolutions, "attention-resolutions"),
+                               attention_resolutions=int_list(c.attention_resolutions, "attention-resolutions", self.model_name),
                                dropout=c.dropout, num_heads=c.num_heads, image_size=H)
 
     # ---- the classifier -----------------------------------------------------------------------

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from ... import creation as gc
+from ...configs import int_list
 from ... import functional as gf
 from ...score.dsm import dsm_loss
 from ...score.langevin import annealed_langevin, geometric_sigmas
@@ -134,11 +135,6 @@ def max_pairwise_distance(x) -> float:
     return math.sqrt(max(best, 0.0))
 
 
-def _int_list(text: str, name: str) -> tuple:
-    try:
-        return tuple(int(v) for v in str(text).replace(" ", "").split(",") if v)
-    except ValueError:
-        raise ValueError(f"ncsn: --{name} must be comma-separated integers, got {text!r}") from None
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -224,9 +220,9 @@ class NCSN(GenerativeModel):
             raise ValueError(f"ncsn: --loss must be one of {LOSSES}, got {c.loss!r}")
         self.sigmas = geometric_sigmas(sigma_max, c.sigma_min, L)       # descending, float64
         self.log_gamma = math.log(sigma_max / c.sigma_min) / (L - 1)
-        self.net = UNet(C, C, channels=c.channels, channel_mult=_int_list(c.channel_mult, "channel-mult"),
+        self.net = UNet(C, C, channels=c.channels, channel_mult=int_list(c.channel_mult, "channel-mult", self.model_name),
                         num_res_blocks=c.num_res_blocks,
-                        attention_resolutions=_int_list(c.attention_resolutions, "attention-resolutions"),
+                        attention_resolutions=int_list(c.attention_resolutions, "attention-resolutions", self.model_name),
                         dropout=c.dropout, num_heads=c.num_heads, image_size=H)
 
     @property
