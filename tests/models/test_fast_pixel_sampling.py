@@ -37,6 +37,9 @@ CASES = {
                                                       conditional=False)),
     "gated-conditional": (GatedPixelCNN, GREY, dict(channels=4, layers=3, out_hidden=6, first_kernel=5)),
     "gated-rgb-conditional": (GatedPixelCNN, RGB, dict(channels=4, layers=2, out_hidden=6, first_kernel=3)),
+    # colour groups in every layer, unequal ones (6 maps: 2, 2, 2 per gate half; 7: 3, 2, 2)
+    "gated-rgb-deeper": (GatedPixelCNN, RGB, dict(channels=6, layers=3, out_hidden=7, first_kernel=5,
+                                                  conditional=False)),
 }
 
 

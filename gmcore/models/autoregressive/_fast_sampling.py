@@ -13,8 +13,8 @@ every layer keeps its input in a cache, and a new pixel costs one position of ev
   ``(i, j)``; a 1x1 convolution is a matrix product with the new position's features;
 * the Gated PixelCNN's vertical stack sees only rows above, so it is computed once per row for
   the whole row (all layers), and the horizontal stack once per pixel from the cached current
-  row; for RGB only the output head is recomputed per colour (the stacks see earlier pixels
-  only);
+  row; for RGB the horizontal stack carries the current pixel's colours (colour groups), so it
+  and the output head are recomputed at the one position per colour;
 * the PixelCNN with RGB colour groups recomputes the new position of every layer once per
   colour (group g of every layer sees colours < g of the current pixel).
 
@@ -226,7 +226,7 @@ def fast_sample_gated_pixelcnn(model, n: int, generator=None, labels: Tensor | N
                  for k in range(L)]
 
     layers = []
-    for k, layer in enumerate(model.stack):
+    for layer in model.stack:
         (vh, vw), (_, hw) = layer.vconv.kernel_size, layer.hconv.kernel_size
         if vw % 2 == 0:
             raise ValueError(f"fast pixel sampling needs an odd kernel (vertical kernel {vh}x{vw})")
@@ -236,13 +236,13 @@ def fast_sample_gated_pixelcnn(model, n: int, generator=None, labels: Tensor | N
             hout=_Tap(layer.hout, xp), vw=vw,
             # channels last: the vertical input rows (vh - 1 zero rows on top, (vw - 1) // 2
             # zero columns each side) and the current row of the horizontal input (hw - 1 zero
-            # columns on the left; hw for the first layer, whose input is the image shifted right)
+            # columns on the left, then column j at hw - 1 + j; for a grey image's first layer,
+            # whose input is the image shifted right, column j - 1 at hw + j - 1)
             vin=xp.zeros((n, H + vh - 1, W + vw - 1, cin), dtype=dtype),
-            hin=xp.zeros((n, 1, W + hw - (0 if k else 1), cin), dtype=dtype),
+            hin=xp.zeros((n, 1, W + hw, cin), dtype=dtype),
             vpre=None))
-    out1 = _Tap(model.out1, xp)
-    out1_x = None if model.out1_x is None else _Tap(model.out1_x, xp)
-    out2 = _Tap(model.out2, xp)
+    out1, out2 = _Tap(model.out1, xp), _Tap(model.out2, xp)
+    rgb = C == 3
     hidden = [None]
 
     def gate(a):
@@ -272,11 +272,17 @@ def fast_sample_gated_pixelcnn(model, n: int, generator=None, labels: Tensor | N
                 c0 = (nxt["vw"] - 1) // 2
                 nxt["vin"][:, r, c0:c0 + W] = gate(v.reshape(n * W, -1)).reshape(n, W, -1)
 
-    def new_pixel(x, i, j):
-        """The horizontal stack at (i, j): it sees row i left of j (the image shifted right)."""
+    def horizontal(x, i, j):
+        """The horizontal stack and the head's first layer at (i, j): it sees row i left of j
+        (grey: the image shifted right) and, for RGB, the colours of (i, j) drawn so far (the
+        mask-A centre tap ignores the rest)."""
         first = layers[0]
         hw = first["h"].kernel[1]
-        if j > 0:
+        if rgb:                          # unshifted: pixels j - hw + 1 .. j (j: its colours so far)
+            lo = max(0, j - hw + 1)
+            first["hin"][:, 0, hw - 1 + lo:hw + j] = \
+                (x.data[:, :, i, lo:j + 1] * 2.0 - 1.0).astype(dtype).transpose(0, 2, 1)
+        elif j > 0:
             first["hin"][:, 0, hw + j - 1] = (x.data[:, :, i, j - 1] * 2.0 - 1.0).astype(dtype)
         else:
             first["hin"][...] = 0.0                              # a new row
@@ -292,11 +298,14 @@ def fast_sample_gated_pixelcnn(model, n: int, generator=None, labels: Tensor | N
             h = h_out if k == 0 else h + h_out
         hidden[0] = out1(_relu(xp, h))
 
+    def new_pixel(x, i, j):
+        if not rgb:                      # grey: pixel (i, j) does not enter its own stack
+            horizontal(x, i, j)
+
     def logits(x, i, j):
-        hid = hidden[0]
-        if out1_x is not None:                                  # the current pixel's earlier colours
-            hid = hid + out1_x((x.data[:, :, i, j] * 2.0 - 1.0).astype(dtype))
-        return out2(_relu(xp, hid)).reshape(n, C, model.levels)
+        if rgb:                          # RGB: once per colour, with the colours drawn so far
+            horizontal(x, i, j)
+        return out2(_relu(xp, hidden[0])).reshape(n, C, model.levels)
 
     return _pixel_loop(n, model.data.shape, device, C == 3, new_row, new_pixel, logits,
                        generator, model.levels - 1)

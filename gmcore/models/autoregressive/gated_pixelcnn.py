@@ -13,13 +13,23 @@ so a deep enough stack sees *every* earlier pixel (no blind spot). Activations a
 per-layer embedding of the class label (``--conditional``, on by default when the data set has
 labels; ``--no-conditional`` trains p(x)). The horizontal stack is residual.
 
-Output: ReLU -> 1x1 -> ReLU -> 1x1 to ``num_levels`` logits per channel. For RGB data the
-current pixel's earlier colours enter the head through a 1x1 mask-A convolution with colour
-groups, and the last 1x1 is a mask-B one, so R, G, B are predicted in order (the stacks
-themselves see only earlier pixels). Sampling draws pixel by pixel, by default from cached
-activations (the vertical stack once per row, the horizontal one once per pixel: Ramachandran
-et al. 2017; ``--sampler naive`` reruns the network per pixel); class-conditional samples
-take ``labels`` (default: cycling through the classes 0, 1, 2, ...).
+Output: ReLU -> 1x1 -> ReLU -> 1x1 to ``num_levels`` logits per channel.
+
+RGB data (the paper's colour ordering, as PixelRNN Sec. 3.4): p(x_i) = p(R | x_<i) p(G | R,
+x_<i) p(B | R, G, x_<i), in every layer. The horizontal stack's feature maps, the output
+layers' and the logits are split in three colour groups R, G, B (equal up to one map when
+``channels`` or ``out_hidden`` is not divisible by 3); the horizontal convolution's tap on the
+current pixel is colour-masked, mask A in the first layer (group g sees the current pixel's
+colours < g; that layer then takes the image unshifted) and mask B after (groups <= g), as are
+the horizontal 1x1 and the two output 1x1 convolutions; gates and residuals stay within a
+group. The vertical stack and its link into the horizontal one need no mask: they see rows
+above only, every colour of which precedes the current pixel (:class:`~._pixel_layers.GatedStackLayer`).
+
+Sampling draws pixel by pixel (colour by colour for RGB), by default from cached activations
+(the vertical stack once per row, the horizontal one once per pixel, or per colour for RGB:
+Ramachandran et al. 2017; ``--sampler naive`` reruns the network per pixel);
+class-conditional samples take ``labels`` (``gmcore sample RUN --labels 7``; default: cycling
+through the classes 0, 1, 2, ...).
 
 ``nll`` is exact: -log p(x | y) for a conditional model (``nll_kind`` says so), -log p(x)
 otherwise.
@@ -28,14 +38,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ... import creation as gc
 from ... import nn
-from ..._dtype import int64
 from ...distributions import Categorical
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
-from ._pixel_layers import GatedStackLayer, check_image_data, sample_pixels
+from ._pixel_layers import (ColourMaskedConv2d, GatedStackLayer, LabelSampleOptions, check_image_data,
+                            sample_labels, sample_pixels)
 from ._fast_sampling import PixelSampleOptions, check_sampler, fast_sample_gated_pixelcnn
 
 _LOG2 = 0.6931471805599453
@@ -51,9 +60,15 @@ class GatedPixelCNNConfig:
                                                    "min": 1})
     kernel: int = field(default=3, metadata={"help": "kernel k of the other layers", "min": 1})
     out_hidden: int = field(default=66, metadata={"help": "width of the 1x1 output layers "
-                                                          "(divisible by 3 for RGB data)", "min": 1})
+                                                          "(split in 3 colour groups for RGB data)",
+                                                  "min": 1})
     conditional: bool = field(default=True, metadata={
         "help": "condition on the class label when the data set has labels (nll is then -log p(x|y))"})
+
+
+@dataclass
+class GatedSampleOptions(PixelSampleOptions, LabelSampleOptions):
+    """``--sampler`` and ``--labels``."""
 
 
 @register("gated-pixelcnn", family="autoregressive", dataset="digits",
@@ -73,32 +88,31 @@ class GatedPixelCNN(GenerativeModel):
     """
 
     Config = GatedPixelCNNConfig
-    SampleOptions = PixelSampleOptions     # gmcore sample RUN --sampler naive
+    SampleOptions = GatedSampleOptions     # gmcore sample RUN --sampler naive --labels 7
 
     def __init__(self, config: GatedPixelCNNConfig, data: DataInfo):
         super().__init__(config, data)
         C, _, _ = check_image_data("gated-pixelcnn", data)
         c = config
-        if C == 3 and c.out_hidden % 3:
-            raise ValueError("gated-pixelcnn on RGB data splits the output layers into 3 colour "
-                             f"groups: out_hidden must be divisible by 3, got {c.out_hidden}")
+        if C == 3 and min(c.channels, c.out_hidden) < 3:
+            raise ValueError("gated-pixelcnn on RGB data splits the stacks and output layers into 3 "
+                             f"colour groups: channels and out_hidden must be >= 3, got {c.channels} "
+                             f"and {c.out_hidden}")
         self.levels = int(data.num_levels)
         self.num_classes = int(data.num_classes) if c.conditional else 0
         p = c.channels
         self.stack = nn.ModuleList(
-            [GatedStackLayer(C, p, c.first_kernel, first=True)]
-            + [GatedStackLayer(p, p, c.kernel) for _ in range(c.layers - 1)])
+            [GatedStackLayer(C, p, c.first_kernel, first=True, colours=C)]
+            + [GatedStackLayer(p, p, c.kernel, colours=C) for _ in range(c.layers - 1)])
         if self.num_classes:
             # One (v, h) gate bias per layer and class, zero at start: training begins unconditional.
             self.label_bias = nn.Embedding(self.num_classes, c.layers * 4 * p)
             self.label_bias.weight.data[...] = 0.0
-        self.out1 = nn.Conv2d(p, c.out_hidden, 1)
-        if C == 3:
-            # The current pixel's earlier colours (mask A: group g sees colours < g).
-            self.out1_x = nn.MaskedConv2d(C, c.out_hidden, 1, mask_type="A", groups_rgb=3)
-            self.out2 = nn.MaskedConv2d(c.out_hidden, C * self.levels, 1, mask_type="B", groups_rgb=3)
+        if C == 3:      # colour group g of the logits sees groups <= g of the horizontal stack
+            self.out1 = ColourMaskedConv2d(p, c.out_hidden, "B")
+            self.out2 = ColourMaskedConv2d(c.out_hidden, C * self.levels, "B")
         else:
-            self.out1_x = None
+            self.out1 = nn.Conv2d(p, c.out_hidden, 1)
             self.out2 = nn.Conv2d(c.out_hidden, self.levels, 1)
 
     @property
@@ -135,10 +149,7 @@ class GatedPixelCNN(GenerativeModel):
         v, h = xs, xs
         for i, layer in enumerate(self.stack):
             v, h = layer(v, h, None if conds is None else conds[i])
-        hid = self.out1(h.relu())
-        if self.out1_x is not None:
-            hid = hid + self.out1_x(xs)
-        out = self.out2(hid.relu())
+        out = self.out2(self.out1(h.relu()).relu())
         B, _, H, W = out.shape
         return out.reshape(B, x.shape[1], self.levels, H, W)
 
@@ -155,23 +166,15 @@ class GatedPixelCNN(GenerativeModel):
         return bpd, {"bits_per_dim": bpd.item()}
 
     def sample(self, n, generator=None, labels=None, sampler="fast") -> Tensor:
-        """``n`` images in [0, 1], pixel by pixel; ``labels`` (n,) for a conditional model
-        (default: 0, 1, ..., num_classes-1, 0, 1, ...). ``sampler="fast"`` computes the
-        vertical stack once per row and the horizontal stack once per pixel from cached
+        """``n`` images in [0, 1], pixel by pixel; ``labels`` for a conditional model: (n,), or
+        a comma-separated string repeated in turn (default: 0, 1, ..., num_classes-1, 0, 1, ...;
+        :func:`._pixel_layers.sample_labels`). ``sampler="fast"`` computes the vertical stack
+        once per row and the horizontal stack once per pixel (per colour for RGB) from cached
         activations (:mod:`._fast_sampling`); ``"naive"`` reruns the network per pixel. Both
         make the same draws."""
         check_sampler("gated-pixelcnn", sampler)
         dev = next(self.parameters()).device
-        if self.num_classes:
-            if labels is None:
-                labels = gc.arange(n, dtype=int64, device=dev) % self.num_classes
-            labels = (labels if isinstance(labels, Tensor) else gc.tensor(labels)).long().to(dev)
-            if tuple(labels.shape) != (n,):
-                raise ValueError(f"gated-pixelcnn.sample: labels must be ({n},), got {tuple(labels.shape)}")
-            if int(labels.min().item()) < 0 or int(labels.max().item()) >= self.num_classes:
-                raise ValueError(f"gated-pixelcnn.sample: labels must lie in [0, {self.num_classes})")
-        elif labels is not None:
-            raise ValueError("gated-pixelcnn.sample: this model is unconditional; labels are not used")
+        labels = sample_labels("gated-pixelcnn", labels, n, self.num_classes, dev)
         if sampler == "fast":
             return fast_sample_gated_pixelcnn(self, n, generator, labels)
         top = self.levels - 1
@@ -185,4 +188,4 @@ class GatedPixelCNN(GenerativeModel):
         return sample_pixels(predict, n, self.data.shape, dev, crop=1, channelwise=self.data.shape[0] == 3)
 
 
-__all__ = ["GatedPixelCNN", "GatedPixelCNNConfig"]
+__all__ = ["GatedPixelCNN", "GatedPixelCNNConfig", "GatedSampleOptions"]

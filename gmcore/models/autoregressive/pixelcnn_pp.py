@@ -13,12 +13,20 @@ Changes from PixelCNN, as in the paper:
 * gated resnet blocks with ``concat_elu`` and dropout (:class:`~._pixel_layers.GatedResnet`);
 * ``resolutions`` scales: stride-2 shifted convolutions down, shifted transposed convolutions
   back up, with U-Net-like shortcuts from every block of the way down to the way up;
-* optional weight normalisation (``--weight-norm``).
+* optional weight normalisation (``--weight-norm``);
+* class conditioning (``--conditional``, the paper's conditional variant as in openai/pixel-cnn):
+  every gated resnet block adds its own linear map of the one-hot class label to its
+  pre-gate activations (:class:`~._pixel_layers.GatedResnet`). ``nll`` is then the exact
+  -log p(x | y) (``nll_kind`` says so); samples take ``labels`` (``gmcore sample RUN --labels
+  7``), by default the classes in turn, and a run on digits reports their label accuracy.
+  Off by default, so the unconditional figure and runs keep their meaning (``gated-pixelcnn``,
+  whose flag it shares, conditions by default).
 
 The first layer pads the image with a channel of ones (so the network can tell zero padding
 from black) and shifts its output (``down_shift``, ``right_shift``) so it is strict. H and W
 must be divisible by ``2**(resolutions-1)``. ``nll`` is exact; samples are drawn pixel by pixel
-(all colours of a pixel at once, from the mixture).
+(all colours of a pixel at once, from the mixture) by rerunning the network on the rows so far
+(the cached sampler of ``pixelcnn`` and ``gated-pixelcnn`` does not cover the U-Net).
 
 Defaults are small, for 8x8 digits on a CPU (the paper's CIFAR-10 model has 160 filters, 5
 resnets and 3 resolutions): 24 filters, 1 resnet per scale, 2 scales (8x8, 4x4), 5 components,
@@ -38,7 +46,8 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
-from ._pixel_layers import GatedResnet, check_image_data, eval_mode, maybe_weight_norm, sample_pixels
+from ._pixel_layers import (GatedResnet, LabelSampleOptions, check_image_data, eval_mode, maybe_weight_norm,
+                            sample_labels, sample_pixels)
 
 _LOG2 = 0.6931471805599453
 _DOWN, _DOWN_RIGHT = (2, 3), (2, 2)
@@ -52,6 +61,9 @@ class PixelCNNPPConfig:
     mixtures: int = field(default=5, metadata={"help": "logistic mixture components per pixel", "min": 1})
     dropout: float = field(default=0.5, metadata={"help": "dropout inside the gated resnets", "min": 0.0})
     weight_norm: bool = field(default=False, metadata={"help": "weight-normalise every convolution"})
+    conditional: bool = field(default=False, metadata={
+        "help": "condition every gated resnet on the class label (the data set must have labels; "
+                "nll is then -log p(x|y))"})
 
 
 @register("pixelcnn++", family="autoregressive", dataset="digits",
@@ -65,9 +77,16 @@ class PixelCNNPP(GenerativeModel):
     >>> x = gm.rand(3, 1, 4, 4).mul(4).round().div(4)
     >>> m.nll((x,)).shape, m.sample(2, generator=gm.Generator().manual_seed(0)).shape
     (gmcore.Size([3]), gmcore.Size([2, 1, 4, 4]))
+    >>> mc = PixelCNNPP(PixelCNNPP.Config(filters=4, mixtures=2, conditional=True),
+    ...                 DataInfo((1, 4, 4), 5, num_classes=3))
+    >>> mc.nll((x, gm.tensor([0, 2, 1]))).shape, mc.nll_kind
+    (gmcore.Size([3]), 'exact, class-conditional: -log p(x | y)')
+    >>> mc.sample(2, generator=gm.Generator().manual_seed(0), labels="2").shape
+    gmcore.Size([2, 1, 4, 4])
     """
 
     Config = PixelCNNPPConfig
+    SampleOptions = LabelSampleOptions      # gmcore sample RUN --labels 7
 
     def __init__(self, config: PixelCNNPPConfig, data: DataInfo):
         super().__init__(config, data)
@@ -80,6 +99,10 @@ class PixelCNNPP(GenerativeModel):
             raise ValueError(f"pixelcnn++ with {c.resolutions} resolutions halves the image "
                              f"{c.resolutions - 1} times: H and W must be divisible by {self.crop}, "
                              f"got {H}x{W} (use fewer --resolutions)")
+        if c.conditional and not data.num_classes:
+            raise ValueError(f"pixelcnn++ --conditional needs a data set with class labels; "
+                             f"{data.name or 'the data'} has none")
+        self.num_classes = int(data.num_classes) if c.conditional else 0
         self.levels = int(data.num_levels)
         f, wn = c.filters, c.weight_norm
 
@@ -88,7 +111,8 @@ class PixelCNNPP(GenerativeModel):
 
         def block(kind, aux):
             cls, k = (nn.DownShiftedConv2d, _DOWN) if kind == "u" else (nn.DownRightShiftedConv2d, _DOWN_RIGHT)
-            return GatedResnet(f, cls, k, aux_channels=aux, dropout=c.dropout, weight_norm=wn)
+            return GatedResnet(f, cls, k, aux_channels=aux, dropout=c.dropout, weight_norm=wn,
+                               num_classes=self.num_classes)
 
         # Start (input + a channel of ones): strict by the shifts in forward.
         self.u_init = conv(nn.DownShiftedConv2d, C + 1, f, (2, 3))
@@ -115,8 +139,34 @@ class PixelCNNPP(GenerativeModel):
         self.per_component = 3 if C == 1 else 10
         self.out = maybe_weight_norm(nn.Conv2d(f, c.mixtures * self.per_component, 1), wn)
 
-    def mixture_params(self, x: Tensor) -> Tensor:
-        """Mixture parameters (B, K*(3 or 10), H, W) (the DLML layout) for images in [0, 1]."""
+    @property
+    def nll_kind(self):
+        return "exact, class-conditional: -log p(x | y)" if self.num_classes else "exact"
+
+    @property
+    def class_conditional(self) -> bool:
+        """Samples drawn without labels cycle through the classes (the run reports their
+        label accuracy)."""
+        return self.num_classes > 0
+
+    def _labels(self, batch) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        if len(batch) < 2:
+            raise ValueError("pixelcnn++ is class-conditional: batches must be (images, labels) "
+                             "(or build it without --conditional)")
+        y = batch[1]
+        if y.ndim != 1 or y.shape[0] != batch[0].shape[0]:
+            raise ValueError(f"pixelcnn++: labels must be (B,) for images of shape "
+                             f"{tuple(batch[0].shape)}, got {tuple(y.shape)}")
+        return y.long()
+
+    def mixture_params(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Mixture parameters (B, K*(3 or 10), H, W) (the DLML layout) for images in [0, 1]
+        (and labels (B,) when the model is conditional)."""
+        if self.num_classes and labels is None:
+            raise ValueError("pixelcnn++ is class-conditional: pass labels")
+        y = labels if self.num_classes else None
         xs = x * 2.0 - 1.0
         ones = gc.ones(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
         xp = gf.cat([xs, ones], 1)
@@ -126,8 +176,8 @@ class PixelCNNPP(GenerativeModel):
         R, n = self.config.resolutions, self.config.resnets
         for r in range(R):
             for b in range(r * n, (r + 1) * n):
-                u = self.up_u[b](u)
-                ul = self.up_ul[b](ul, u)
+                u = self.up_u[b](u, y=y)
+                ul = self.up_ul[b](ul, u, y=y)
                 us.append(u)
                 uls.append(ul)
             if r < R - 1:
@@ -138,20 +188,21 @@ class PixelCNNPP(GenerativeModel):
         b = 0
         for r, count in enumerate(self.counts):
             for _ in range(count):
-                u = self.dn_u[b](u, us.pop())
-                ul = self.dn_ul[b](ul, gf.cat([u, uls.pop()], 1))
+                u = self.dn_u[b](u, us.pop(), y=y)
+                ul = self.dn_ul[b](ul, gf.cat([u, uls.pop()], 1), y=y)
                 b += 1
             if r < R - 1:
                 u, ul = self.up_u_conv[r](u), self.up_ul_conv[r](ul)
         return self.out(F.elu(ul))
 
     def nll(self, batch, generator=None) -> Tensor:
-        """Exact -log p(x) in nats per example (B,)."""
+        """Exact -log p(x | y) (conditional) or -log p(x), nats per example (B,)."""
         x = batch[0]
+        labels = self._labels(batch)
         # the data check costs a GPU sync: first training batch and evaluation batches only
         validate = not (self.training and getattr(self, "_dlml_checked", False))
         self._dlml_checked = getattr(self, "_dlml_checked", False) or self.training
-        return F.discretized_logistic_mixture_nll(x * 2.0 - 1.0, self.mixture_params(x), num_bins=self.levels,
+        return F.discretized_logistic_mixture_nll(x * 2.0 - 1.0, self.mixture_params(x, labels), num_bins=self.levels,
                                                   validate=validate)
 
     def loss(self, batch):
@@ -159,13 +210,16 @@ class PixelCNNPP(GenerativeModel):
         bpd = nll / (self.data.dims * _LOG2)
         return bpd, {"bits_per_dim": bpd.item()}
 
-    def sample(self, n, generator=None) -> Tensor:
-        """``n`` images in [0, 1] (levels / (num_levels - 1)), drawn pixel by pixel (dropout off)."""
+    def sample(self, n, generator=None, labels=None) -> Tensor:
+        """``n`` images in [0, 1] (levels / (num_levels - 1)), drawn pixel by pixel (dropout off);
+        ``labels`` for a conditional model: (n,) or a comma-separated string repeated in turn
+        (default: 0, 1, ..., num_classes-1, 0, 1, ...; see :func:`._pixel_layers.sample_labels`)."""
         dev = next(self.parameters()).device
         C = self.data.shape[0]
+        labels = sample_labels("pixelcnn++", labels, n, self.num_classes, dev)
 
         def predict(x, i, j, c):
-            p = self.mixture_params(x)[:, :, i:i + 1, j:j + 1]
+            p = self.mixture_params(x, labels)[:, :, i:i + 1, j:j + 1]
             v = F.sample_discretized_logistic_mixture(p, self.levels, generator=generator, channels=C)
             return ((v + 1.0) * (0.5 * (self.levels - 1))).round() / (self.levels - 1)
 
