@@ -3,6 +3,7 @@ Importing this package registers them for ``gmcore train``. What they share (net
 adversarial step, penalties, optimizers) is in ``_adversarial.AdversarialModel``; each model
 file gives its defaults."""
 from .acgan import ACGAN  # noqa: F401
+from .bigan import BiGAN  # noqa: F401
 from .biggan import BigGAN  # noqa: F401
 from .cgan import CGAN  # noqa: F401
 from .dcgan import DCGAN  # noqa: F401
