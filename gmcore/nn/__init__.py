@@ -38,6 +38,7 @@ from .transformer import (TransformerEncoderLayer, TransformerEncoder,  # noqa: 
 from .vq import VectorQuantizer  # noqa: F401
 from .flows import ActNorm2d, InvConv2d1x1  # noqa: F401
 from .wavenet import WaveNetBlock, WaveNetStack, CausalEmbedding, WaveNetGenerationState  # noqa: F401
+from .pixel_rnn import skew, unskew, RowLSTM, DiagonalLSTM, DiagonalBiLSTM  # noqa: F401
 from . import style  # noqa: F401
 from .style import (EqualLinear, EqualConv2d, PixelNorm, MinibatchStdDev, NoiseInjection,  # noqa: F401
                     ModulatedConv2d)

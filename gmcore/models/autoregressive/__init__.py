@@ -10,3 +10,4 @@ from .wavenet import WaveNet  # noqa: F401
 from .pixelcnn import PixelCNN  # noqa: F401
 from .gated_pixelcnn import GatedPixelCNN  # noqa: F401
 from .pixelcnn_pp import PixelCNNPP  # noqa: F401
+from .pixelrnn import PixelRNN  # noqa: F401
