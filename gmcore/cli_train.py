@@ -408,6 +408,10 @@ def _eval(args: argparse.Namespace) -> int:
             _, quality = final_samples(model, test, "digits", seed=tc["seed"],
                                        num_samples=tc.get("num_samples", 0), quality=True, device=args.device)
         res.update(quality)
+    if hasattr(model, "test_metrics"):   # model-specific figures, as the run's end computed them
+        model.eval()
+        with no_grad():
+            res.update(model.test_metrics(test) or {})
     print(json.dumps(res, indent=1))
     return 0
 

@@ -648,6 +648,9 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log, dp) -> d
         from .progress import show_progress
         with show_progress(tcfg.progress):   # bars over long samplers, as the steps' bar
             result.update(_pictures(run, rows))
+        if hasattr(run.model, "test_metrics"):   # model-specific figures, as `gmcore eval` gives them
+            with _sampling(run):
+                result.update(run.model.test_metrics(run.test_set) or {})
         io.atomic_write_text(out / "metrics.json", json.dumps(result, indent=1))
         log(json.dumps(result, indent=1))
     dp.barrier()

@@ -44,6 +44,10 @@ number of discrete levels per value, data range). It defines:
   writes at its end beside ``samples.png`` (Glow's temperature strip, VQ-VAE's reconstructions
   of ``test_set``, the run's test split), under the EMA weights, in eval mode and without
   autograd; returns what it wrote (merged into ``metrics.json``).
+* optional ``test_metrics(test_set) -> dict``: figures of the model's own on the run's test
+  split that are not a likelihood (CycleGAN's class agreement and cycle errors), deterministic,
+  computed at the run's end under the EMA weights, in eval mode and without autograd, merged
+  into ``metrics.json``, and again by ``gmcore eval RUN`` (so it reproduces them).
 * optional ``save_samples(out_dir, dataset, generator) -> dict``: for data that is not an image
   (text, audio), write samples in the data's own format (``samples.txt``, ``samples.wav``) at the
   end of a run; returns what it wrote, merged into ``metrics.json``.

@@ -37,7 +37,7 @@ import numpy as np
 from .. import autograd, backend
 from .. import functional as gf
 from ..autograd import Function
-from ..creation import eye, randint
+from ..creation import eye, rand, randint
 from ..tensor import Tensor
 from . import functional as F
 from .module import Module
@@ -45,7 +45,7 @@ from .parameter import Buffer, Parameter
 
 __all__ = ["KINDS", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty", "clip_weights_",
            "feature_matching_loss", "MinibatchDiscrimination", "HistoricalAverage", "VirtualBatchNorm2d", "PhaseShuffle",
-           "orthogonal_regularization"]
+           "orthogonal_regularization", "ImagePool"]
 
 KINDS = ("minimax", "nonsaturating", "wasserstein", "least_squares", "hinge")
 
@@ -402,3 +402,59 @@ class PhaseShuffle(Module):
 
     def extra_repr(self):
         return f"n={self.n}"
+
+
+class ImagePool(Module):
+    """A history of generated images for the discriminator (Shrivastava et al. 2017, as CycleGAN
+    uses it): :meth:`query` stores each new fake until ``capacity`` are held and returns it as
+    is; once full, each new fake is, with probability 1/2, swapped for a random stored one (the
+    stored one is returned, the new one takes its place), else returned as is. The discriminator
+    then also sees fakes of older generators, which damps oscillation. The pool is a buffer, so
+    checkpoints hold it; the draws come from gmcore's CPU generator. ``capacity`` 0: no pool.
+
+    >>> import gmcore as gm
+    >>> _ = gm.manual_seed(0)
+    >>> pool = gm.nn.gan.ImagePool(2, (1, 2, 2))
+    >>> out = pool.query(gm.ones(3, 1, 2, 2))     # fills the two slots; the third may swap
+    >>> out.shape, int(pool.count.item())
+    (gmcore.Size([3, 1, 2, 2]), 2)
+    """
+
+    def __init__(self, capacity: int, shape, dtype=None, device=None):
+        super().__init__()
+        if int(capacity) < 0:
+            raise ValueError(f"ImagePool: capacity must be >= 0, got {capacity}")
+        from ..creation import tensor, zeros
+
+        self.capacity = int(capacity)
+        self.shape = tuple(int(s) for s in shape)
+        self.images = Buffer(zeros(self.capacity, *self.shape, dtype=dtype, device=device))
+        self.count = Buffer(tensor(0, device=device))   # slots filled so far
+
+    def query(self, images: Tensor) -> Tensor:
+        """The images (B, *shape) the discriminator should see in place of ``images`` (detached)."""
+        if tuple(images.shape[1:]) != self.shape:
+            raise ValueError(f"ImagePool holds images of shape {self.shape}, got a batch of shape "
+                             f"{tuple(images.shape)}")
+        x = images.detach()
+        if self.capacity == 0:
+            return x
+        n = x.shape[0]
+        # drawn by the CPU generator whatever the device: no device sync (two draws per batch)
+        swap = (rand(n).numpy() > 0.5).tolist()
+        slot = randint(0, self.capacity, (n,)).numpy().tolist()
+        new, stored = x.data, self.images.data
+        out = new.copy()
+        count = int(self.count.item())
+        for i in range(n):
+            if count < self.capacity:      # not full yet: keep it, show it
+                stored[count] = new[i]
+                count += 1
+            elif swap[i]:                  # half the time: show an old fake, keep the new one
+                out[i] = stored[slot[i]]
+                stored[slot[i]] = new[i]
+        self.count.data[...] = count
+        return Tensor(out)
+
+    def extra_repr(self):
+        return f"capacity={self.capacity}, shape={self.shape}"

@@ -6,6 +6,7 @@ from .acgan import ACGAN  # noqa: F401
 from .bigan import BiGAN  # noqa: F401
 from .biggan import BigGAN  # noqa: F401
 from .cgan import CGAN  # noqa: F401
+from .cyclegan import CycleGAN  # noqa: F401
 from .dcgan import DCGAN  # noqa: F401
 from .gan import GAN  # noqa: F401
 from .hinge_gan import HingeGAN  # noqa: F401
