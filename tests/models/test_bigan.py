@@ -128,7 +128,8 @@ def test_pictures_reconstructions_and_linear_probes(tmp_path):
     train_set, test_set = TensorDataset(x[:30], y[:30]), TensorDataset(x[30:], y[30:])
     state = default_generator.get_state()
     with gm.no_grad():
-        res = m.save_pictures(tmp_path, test_set=test_set, train_set=train_set)
+        res = m.test_metrics(test_set, train_set=train_set)
+        assert m.save_pictures(tmp_path, test_set=test_set) == {"reconstructions_png": "reconstructions.png"}
         rec = m.reconstruct(x[30:])
         assert res["test_reconstruction_mae"] == pytest.approx((rec - x[30:]).abs().mean().item(), rel=1e-5)
         assert res["test_reconstruction_mse"] == pytest.approx(((rec - x[30:]) ** 2).mean().item(), rel=1e-5)
@@ -169,7 +170,10 @@ def test_trains_from_the_cli_and_writes_its_files(tmp_path, capsys):
     assert s.shape == (5, 1, 8, 8) and s.min() >= 0 and s.max() <= 1
     capsys.readouterr()
     assert cli.main(["eval", str(out), "--no-sample-quality"]) == 0
-    assert json.loads(capsys.readouterr().out)["nll_kind"] == "none"
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["nll_kind"] == "none"
+    for k in ("linear_probe_accuracy", "linear_probe_accuracy_raw_pixels", "test_reconstruction_mae"):
+        assert ev[k] == res[k]   # the model's own figures, reproduced
 
 
 def test_resume_is_bit_exact(tmp_path, monkeypatch):

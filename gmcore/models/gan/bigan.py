@@ -284,33 +284,43 @@ class BiGAN(AdversarialModel):
                for name, fn in features.items()}
         return {**res, "linear_probe_l2": PROBE_L2}
 
-    def save_pictures(self, out_dir, generator=None, test_set=None, train_set=None) -> dict:
-        """``reconstructions.png`` (rows of 8 test digits, each followed by G(E(x))) and the mean
-        absolute and squared pixel error of G(E(x)) over the whole test split; on labelled data,
-        the linear probes (:meth:`linear_probe`) fitted on ``train_set`` (on digits, the
-        training split when none is given). ``{}`` without a test set."""
-        if test_set is None:
-            return {}
+    def test_metrics(self, test_set, train_set=None) -> dict:
+        """The mean absolute and squared pixel error of G(E(x)) over ``test_set`` and, on labelled
+        data, the linear probes (:meth:`linear_probe`) fitted on ``train_set`` (on digits, the
+        training split when none is given). The run's end and ``gmcore eval`` call it (the model
+        contract's ``test_metrics``), under no_grad in eval mode."""
         from ...data import DataLoader
-        from ...plots import save_image_grid
 
         dev = next(self.parameters()).device
-        shown, abs_err, sq_err, count = [], 0.0, 0.0, 0
+        abs_err, sq_err, count = 0.0, 0.0, 0
         for batch in DataLoader(test_set, batch_size=256, device=dev):
             x = batch[0]
             rec = self.reconstruct(x)
             abs_err += float((rec - x).abs().sum().item())
             sq_err += float(((rec - x) ** 2).sum().item())
             count += x.numel()
-            if not shown:
-                for i in range(0, min(RECON_IMAGES, x.shape[0]), 8):
-                    shown += [x[i:i + 8], rec[i:i + 8]]
-        save_image_grid(gf.cat(shown, 0), Path(out_dir) / "reconstructions.png", nrow=8)
-        res = {"reconstructions_png": "reconstructions.png", "test_reconstruction_mae": abs_err / count,
-               "test_reconstruction_mse": sq_err / count}
+        res = {"test_reconstruction_mae": abs_err / count, "test_reconstruction_mse": sq_err / count}
         if train_set is None and self.data.name == "digits":
             from ...data import get_dataset
             train_set = get_dataset("digits", "train")
         if train_set is not None and self.data.num_classes:
             res.update(self.linear_probe(train_set, test_set))
         return res
+
+    def save_pictures(self, out_dir, generator=None, test_set=None) -> dict:
+        """``reconstructions.png``: rows of 8 test digits, each followed by G(E(x)). ``{}``
+        without a test set."""
+        if test_set is None:
+            return {}
+        from ...plots import save_image_grid
+
+        from ...data import DataLoader
+
+        dev = next(self.parameters()).device
+        x = next(iter(DataLoader(test_set, batch_size=RECON_IMAGES, device=dev)))[0]
+        rec = self.reconstruct(x)
+        shown = []
+        for i in range(0, x.shape[0], 8):
+            shown += [x[i:i + 8], rec[i:i + 8]]
+        save_image_grid(gf.cat(shown, 0), Path(out_dir) / "reconstructions.png", nrow=8)
+        return {"reconstructions_png": "reconstructions.png"}
