@@ -45,7 +45,8 @@ from .parameter import Buffer, Parameter
 
 __all__ = ["KINDS", "discriminator_loss", "generator_loss", "gradient_penalty", "r1_penalty", "clip_weights_",
            "feature_matching_loss", "MinibatchDiscrimination", "HistoricalAverage", "VirtualBatchNorm2d", "PhaseShuffle",
-           "orthogonal_regularization", "ImagePool"]
+           "orthogonal_regularization", "categorical_code_log_likelihood", "gaussian_code_log_likelihood",
+           "info_loss", "ImagePool"]
 
 KINDS = ("minimax", "nonsaturating", "wasserstein", "least_squares", "hinge")
 
@@ -193,6 +194,58 @@ def orthogonal_regularization(module, exclude=()) -> Tensor:
     if not terms:
         raise ValueError("orthogonal_regularization: the module has no weight with two or more dims")
     return terms[0] if len(terms) == 1 else gf.stack(terms).sum()
+
+
+# ---- InfoGAN's mutual-information term (Chen et al. 2016) -----------------------------------------
+
+def categorical_code_log_likelihood(logits: Tensor, codes: Tensor) -> Tensor:
+    """``E[log Q(c | x)]`` for a categorical code: the batch mean of ``log_softmax(logits)`` at
+    the drawn categories ``codes`` (B,) (minus the cross-entropy). Plus ``H(c) = log K`` for a
+    uniform code, it is InfoGAN's lower bound of the mutual information I(c; G(z, c))."""
+    return -F.cross_entropy(logits, codes)
+
+
+def gaussian_code_log_likelihood(mean: Tensor, codes: Tensor, log_std=0.0) -> Tensor:
+    """``E[log Q(c | x)]`` for continuous codes ``codes`` (B, C) under Q's factored Gaussian
+    N(mean, exp(log_std)^2): summed over the C codes, averaged over the batch. ``log_std`` is
+    Q's output (B, C) or a fixed number (0: unit variance, the InfoGAN authors' MNIST setting)."""
+    if mean.shape != codes.shape:
+        raise ValueError(f"gaussian_code_log_likelihood: mean {tuple(mean.shape)} and codes "
+                         f"{tuple(codes.shape)} must have one shape")
+    if isinstance(log_std, Tensor):
+        z = (codes - mean) * (-log_std).exp()
+        log_density = -0.5 * z * z - log_std - 0.5 * np.log(2 * np.pi)
+    else:
+        z = (codes - mean) * float(np.exp(-log_std))
+        log_density = -0.5 * z * z - (float(log_std) + 0.5 * np.log(2 * np.pi))
+    return log_density.sum(1).mean()
+
+
+def info_loss(cat_logits=None, cat_codes=None, cont_mean=None, cont_codes=None, cont_log_std=0.0,
+              cont_weight: float = 1.0) -> Tensor:
+    """InfoGAN's information loss ``-(E log Q(c_cat | x) + cont_weight * E log Q(c_cont | x))``:
+    ``-L_I`` with the constant ``H(c)`` left out (the discrete part weighted 1, the continuous
+    part ``cont_weight``, as the paper's lambda). Add it to both the generator's and Q's losses;
+    either kind of code may be absent (None).
+
+    >>> import gmcore as gm
+    >>> from gmcore.nn import gan
+    >>> logits = gm.tensor([[0.0, 0.0], [0.0, 0.0]])          # Q undecided between 2 categories
+    >>> round(gan.info_loss(logits, gm.tensor([0, 1])).item(), 4)   # log 2: L_I = H(c) - log 2 = 0
+    0.6931
+    >>> mean, c = gm.tensor([[0.5]]), gm.tensor([[1.5]])      # unit variance: 1/2 + 1/2 log(2 pi)
+    >>> round(gan.info_loss(cont_mean=mean, cont_codes=c, cont_weight=0.1).item(), 4)
+    0.1419
+    """
+    if cat_logits is None and cont_mean is None:
+        raise ValueError("info_loss needs a categorical code (cat_logits, cat_codes), continuous codes "
+                         "(cont_mean, cont_codes) or both")
+    terms = []
+    if cat_logits is not None:
+        terms.append(-categorical_code_log_likelihood(cat_logits, cat_codes))
+    if cont_mean is not None:
+        terms.append(-cont_weight * gaussian_code_log_likelihood(cont_mean, cont_codes, cont_log_std))
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
 
 
 # ---- Improved techniques for training GANs (Salimans et al. 2016) ------------------------------

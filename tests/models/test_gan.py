@@ -18,7 +18,8 @@ from resume_checks import check_crash_resume
 
 GANS = ["gan", "dcgan", "cgan", "acgan", "wgan", "wgan-gp", "lsgan", "hinge-gan"]
 # vae-gan (images only) and wavegan (audio only) have their own test files
-FAMILY = [*GANS, "vae-gan", "wavegan", "sagan", "biggan", "progan", "stylegan", "bigan", "cyclegan"]   # (each has its own test file)
+FAMILY = [*GANS, "vae-gan", "wavegan", "sagan", "biggan", "progan", "stylegan", "bigan",
+          "infogan", "cyclegan"]   # (each has its own test file)
 TINY = ["--hidden", "16", "--layers", "1", "--latent-dim", "4", "--g-channels", "4", "--d-channels", "4"]
 FAST = ["--no-progress", "--eval-every", "0", "--log-every", "1", "--batch-size", "16", "--num-samples", "4",
         "--no-sample-quality"]

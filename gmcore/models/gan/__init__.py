@@ -10,6 +10,7 @@ from .cyclegan import CycleGAN  # noqa: F401
 from .dcgan import DCGAN  # noqa: F401
 from .gan import GAN  # noqa: F401
 from .hinge_gan import HingeGAN  # noqa: F401
+from .infogan import InfoGAN  # noqa: F401
 from .lsgan import LSGAN  # noqa: F401
 from .progan import ProGAN  # noqa: F401
 from .sagan import SAGAN  # noqa: F401
