@@ -22,6 +22,10 @@ and the methods each kind promises (:func:`latent_kinds` reads either). The kind
   ``to_diffusion(x) -> x0`` (images in [0, 1] to the diffused space) and ``sample(n, generator,
   guidance=s, label=y, classifier=model)`` (classifier-guided samples). ``ddpm`` and its
   subclasses.
+* ``"audio-density"``: an autoregressive density over audio codes, for a student distilled from
+  it (``parallel-wavenet``). ``nll((codes,))``, ``sample(n, generator, length=L)``,
+  ``config.output`` (the student needs ``"dlml"``) and the layers ``inp``, ``stack`` and
+  ``_head``, which the student runs on continuous (interpolated) inputs. ``wavenet``.
 
 The second stage declares ``base_kinds`` (the kinds it can train on) and a Config field
 ``base_run``; it is built as ``Model(config, data, base=base_model)`` and keeps the base as

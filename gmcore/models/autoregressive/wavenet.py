@@ -118,6 +118,9 @@ class WaveNet(GenerativeModel):
     """
 
     Config = WaveNetConfig
+    # a base for a second stage (gmcore.models.stages): a density over audio codes whose
+    # per-step output parameters forward(codes) gives; parallel-wavenet distills it
+    latent_kind = "audio-density"
     # A step is a full pass over batch x clip_length samples: fewer, smaller steps than the
     # image models' defaults train it in minutes on a 2-core CPU (gmcore train flags override).
     train_defaults = {"steps": 300, "batch_size": 8, "lr": 3e-3, "warmup": 20, "eval_every": 0}
