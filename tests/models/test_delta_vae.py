@@ -1,7 +1,8 @@
 """delta-vae: the committed rate against a brute-force minimisation of the dense Gaussian KL, the
 O(n) KL and log-density against their dense n x n forms, alpha from delta, the decoder's
-causality given z, shapes and errors, the IWAE bound's chunking, and the CLI (train, kl_min,
-sample, eval, bit-exact resume)."""
+causality given z, shapes and errors, the IWAE bound's chunking, the auxiliary prior (its
+gradient stops at z, so the model's own path is unchanged), and the CLI (train, kl_min, sample,
+eval, bit-exact resume)."""
 import json
 
 import numpy as np
@@ -16,10 +17,11 @@ from gmcore.models.latent import delta_vae as dv
 
 DIGITS = DataInfo((1, 8, 8), 17, "digits")
 TINY = dict(latent_channels=2, enc_hidden=4, channels=4, layers=2, first_kernel=3, out_hidden=6,
-            iw_samples=3)
+            iw_samples=3, aux_hidden=8, aux_components=2)
 FAST = ["--batch-size", "16", "--no-progress", "--no-sample-quality", "--num-samples", "4",
         "--latent-channels", "2", "--enc-hidden", "4", "--channels", "4", "--layers", "2",
-        "--out-hidden", "6", "--iw-samples", "2", "--eval-every", "0"]
+        "--out-hidden", "6", "--iw-samples", "2", "--eval-every", "0", "--aux-hidden", "8",
+        "--aux-components", "2"]
 
 
 def _cov(alpha, n):
@@ -141,8 +143,8 @@ def test_shapes_errors_and_chunked_bound(monkeypatch):
     mu, lv = model.encode(x)
     assert mu.shape == (5, 2, 16) and lv.shape == (5, 2, 16) and model.latent_shape == (2, 4, 4)
     loss, logs = model.loss((x,))
-    assert set(logs) == {"kl", "recon", "bits_per_dim"}
-    assert loss.item() == pytest.approx(logs["kl"] + logs["recon"], rel=1e-5)
+    assert set(logs) == {"kl", "recon", "bits_per_dim", "aux_nats"}
+    assert loss.item() == pytest.approx(logs["kl"] + logs["recon"] + logs["aux_nats"], rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     model.eval()
@@ -152,7 +154,7 @@ def test_shapes_errors_and_chunked_bound(monkeypatch):
         chunked = model.nll((x,), generator=gm.Generator().manual_seed(1)).numpy()
         s = model.sample(3, generator=gm.Generator().manual_seed(0))
     np.testing.assert_allclose(chunked, whole, rtol=1e-5)
-    assert whole.shape == (5,) and model.nll_kind == "IWAE bound (k=3), ar1 prior"
+    assert whole.shape == (5,) and model.nll_kind.startswith("IWAE bound (k=3), autoregressive auxiliary")
     assert s.shape == (3, 1, 8, 8)
     levels = s.numpy() * 16
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-5)
@@ -167,26 +169,39 @@ def test_shapes_errors_and_chunked_bound(monkeypatch):
         DeltaVAE(DeltaVAE.Config(**TINY, downsample=3), DIGITS)
 
 
-def test_aux_prior_is_the_moment_matched_gaussian():
-    model = _model()
-    model.eval()
-    data = gm.data.TensorDataset(_digits(40))
-    model.fit_aux_prior(data, batch_size=16)                          # three batches, summed
-    mu, lv = model.encode(_digits(40))
-    mu = mu.detach().numpy().reshape(40, -1).astype(np.float64)
-    var = np.exp(lv.detach().numpy().reshape(40, -1).astype(np.float64))
-    cov = np.cov(mu.T, bias=True) + np.diag(var.mean(0))
-    mean, prec, logdet = model._aux
-    np.testing.assert_allclose(mean.numpy(), mu.mean(0), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(np.linalg.inv(prec.numpy()), cov, rtol=1e-5, atol=1e-9)
-    z = np.random.default_rng(6).standard_normal((3, 2, 2, 16))
-    zc = z.reshape(3, 2, -1) - mu.mean(0)
-    want = -0.5 * (np.einsum("...i,ij,...j->...", zc, np.linalg.inv(cov), zc) + np.linalg.slogdet(cov)[1]
-                   + 32 * np.log(2 * np.pi))
-    np.testing.assert_allclose(model._log_prior(gm.tensor(z)).numpy(), want, rtol=1e-9)
-    assert "auxiliary" in model.nll_kind
-    model.clear_aux_prior()
-    assert model.nll_kind == "IWAE bound (k=3), ar1 prior"
+def test_aux_prior_stops_at_z_and_is_the_bound_prior():
+    with_aux, without = _model(), _model(aux_prior="none")
+    assert without.aux is None and with_aux.aux is not None
+    shared = dict(without.named_parameters())
+    x = _digits(6)
+    for m in (with_aux, without):
+        gm.manual_seed(1)                                   # the same reparameterisation noise
+        loss, logs = m.loss((x,))
+        loss.backward()
+    # built last, drawing no noise, its loss detached from z: the model's own weights start and
+    # move exactly as without it
+    moved = False
+    for name, p in with_aux.named_parameters():
+        if name.startswith("aux."):       # (its output layer starts at zero: the rest gets none yet)
+            assert p.grad is not None
+            moved = moved or float(p.grad.abs().sum().item()) > 0
+            continue
+        np.testing.assert_array_equal(p.detach().numpy(), shared[name].detach().numpy())
+        np.testing.assert_array_equal(p.grad.numpy(), shared[name].grad.numpy())
+    assert moved
+    # the bound's prior: the MADE over (position, channel) rows; own_prior_only goes back to AR(1)
+    z = gm.tensor(np.random.default_rng(6).standard_normal((3, 2, 2, 16)).astype(np.float32))
+    rows = z.numpy().transpose(0, 1, 3, 2).reshape(6, 32)
+    with gm.no_grad():
+        want = with_aux.aux.log_prob(gm.tensor(rows)).numpy().reshape(3, 2)
+        np.testing.assert_allclose(with_aux._log_prior(z).numpy(), want, rtol=1e-6)
+        with_aux.own_prior_only = True
+        np.testing.assert_allclose(with_aux._log_prior(z).numpy(),
+                                   dv.ar1_log_prob(z, with_aux.alpha).numpy(), rtol=1e-6)
+        assert with_aux.nll_kind == "IWAE bound (k=3), ar1 prior"
+        with_aux.own_prior_only = False
+    assert "autoregressive auxiliary prior" in with_aux.nll_kind
+    assert without.nll_kind == "IWAE bound (k=3), ar1 prior"
 
 
 def test_cli_train_sample_eval(tmp_path, capsys):
@@ -195,9 +210,10 @@ def test_cli_train_sample_eval(tmp_path, capsys):
                      "--delta", "3", *FAST]) == 0
     res = json.loads((run / "metrics.json").read_text())
     assert res["kl_min"] == pytest.approx(3.0, abs=1e-9) and res["test_kl"] >= res["kl_min"]
-    assert res["nll_kind"].startswith("IWAE bound (k=2)") and np.isfinite(res["test_bits_per_dim"])
+    assert res["nll_kind"].startswith("IWAE bound (k=2), autoregressive auxiliary prior")
+    assert np.isfinite(res["test_bits_per_dim"])
     assert (run / "reconstructions.png").exists() and (run / "samples.png").exists()
-    assert np.isfinite(res["test_bits_per_dim_aux_prior"]) and "auxiliary" in res["aux_prior_nll_kind"]
+    assert np.isfinite(res["test_bits_per_dim_own_prior"]) and res["own_prior_nll_kind"] == "IWAE bound (k=2), ar1 prior"
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r["split"] == "train"]
     assert len(train_rows) == 2 and all(r["kl"] >= 3.0 and "recon" in r for r in train_rows)
@@ -205,8 +221,9 @@ def test_cli_train_sample_eval(tmp_path, capsys):
     assert cli.main(["eval", str(run), "--no-sample-quality"]) == 0
     assert json.loads(capsys.readouterr().out)["test_bits"] == pytest.approx(res["test_bits"], rel=1e-12)
     out = tmp_path / "s.npy"
-    assert cli.main(["sample", str(run), "--n", "2", "--out", str(out)]) == 0
-    assert np.load(out).shape == (2, 1, 8, 8)
+    for flags in ([], ["--own-prior"]):
+        assert cli.main(["sample", str(run), "--n", "2", "--out", str(out), *flags]) == 0
+        assert np.load(out).shape == (2, 1, 8, 8)
 
 
 def test_resume_is_bit_exact(tmp_path, monkeypatch):

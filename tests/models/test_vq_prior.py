@@ -85,6 +85,28 @@ def test_every_level_is_causal_in_raster_order_without_blind_spot():
                 assert np.allclose(new_all[other], base_logits[other])
 
 
+def test_gated_dropout_is_active_in_training_and_keeps_causality():
+    model = _prior(gated_dropout=0.5, dropout=0.0).train()
+    labels = gm.tensor([3, 7])
+    codes = _random_codes(model, 2, seed=2)
+
+    def logits(c, seed):
+        gm.manual_seed(seed)                      # the same dropout masks for the same seed
+        return _logits(model, c, labels)
+
+    first = logits(codes, 0)
+    assert all(np.array_equal(a, b) for a, b in zip(first, logits(codes, 0)))
+    assert not np.allclose(first[1], logits(codes, 1)[1])        # the masks differ
+    K, h, w = model.levels[1]
+    for t in (0, 5, 10):
+        changed = [c.clone() for c in codes]
+        changed[1].data[:, t // w, t % w] = (changed[1].data[:, t // w, t % w] + 1) % K
+        diff = np.abs(logits(changed, 0)[1] - first[1]).reshape(2, K, h * w).max(axis=(0, 1))
+        assert np.all(diff[:t + 1] <= 1e-6) and np.all(diff[t + 1:] > 1e-7), (t, diff)
+    model.eval()
+    assert all(np.array_equal(a, b) for a, b in zip(logits(codes, 0), logits(codes, 1)))
+
+
 def test_bottom_depends_on_the_top_codes_and_the_top_has_attention():
     model = _prior()
     assert len(model.priors[0].attn) == 1 and len(model.priors[1].attn) == 0
@@ -98,7 +120,7 @@ def test_bottom_depends_on_the_top_codes_and_the_top_has_attention():
 
 def test_bound_is_prior_plus_recon_nats():
     base = TwoLevelStub()
-    model = _prior(base)
+    model = _prior(base, code_search="none")
     x, y = _batch(5)
     codes = base.encode(x)
     logits = _logits(model, codes, y)
@@ -119,6 +141,49 @@ def test_bound_is_prior_plus_recon_nats():
     assert np.isclose(float(loss.item()), prior.mean(), rtol=1e-5)
     assert np.isclose(logs["top_nats"] + logs["bottom_nats"], logs["prior_nats"], rtol=1e-6)
     assert model.nll_kind.startswith("bound") and "class-conditional" in model.nll_kind
+
+
+def test_neighbours_bound_sums_the_joint_over_distinct_one_position_changes():
+    base = TwoLevelStub()
+    model = _prior(base)                                   # "auto": 1 + 4*4 + 16*6 = 113 grids
+    assert model.search_size() == 113 and model.searches_codes()
+    assert "the 112 code grids one position away" in model.nll_kind
+    x, y = _batch(3)
+    codes = tuple(c.numpy() for c in base.encode(x))
+    with gm.no_grad():
+        nll = model.nll((x, y)).numpy()
+        single = _prior(base, code_search="none").nll((x, y)).numpy()
+    for b in range(3):                                     # brute force, one image at a time
+        own = [c[b:b + 1].copy() for c in codes]
+        grids, seen = [own], {tuple(a.tobytes() for a in own)}
+        for lv, (K, h, w) in enumerate(model.levels):
+            for pos in range(h * w):
+                for k in range(K):
+                    g = [c[b:b + 1].copy() for c in codes]
+                    g[lv].reshape(-1)[pos] = k
+                    key = tuple(a.tobytes() for a in g)
+                    if key not in seen:                    # each change once
+                        seen.add(key)
+                        grids.append(g)
+        assert len(grids) == 113
+        n = len(grids)                                     # every grid of image b in one batch
+        stacked = tuple(gm.tensor(np.concatenate([g[lv] for g in grids])) for lv in range(2))
+        with gm.no_grad():
+            joint = model.joint_nats(x[b:b + 1].expand(n, 1, 8, 8), stacked,
+                                     y[b:b + 1].expand(n)).numpy().astype(np.float64)
+        m = (-joint).max()
+        np.testing.assert_allclose(nll[b], -(m + np.log(np.exp(-joint - m).sum())), rtol=1e-5)
+        np.testing.assert_allclose(single[b], joint[0], rtol=1e-5)
+    assert np.all(nll <= single + 1e-4) and np.all(nll < single)
+    # a large search is off under "auto", forced on by "neighbours", refused when misspelt
+    big = _prior(TwoLevelStub(), code_search="auto")
+    big.levels = ((512, 8, 8),)
+    assert not big.searches_codes() and "z = the base's codes of x" in big.nll_kind
+    big.config.code_search = "neighbours"
+    assert big.searches_codes()
+    big.config.code_search = "all"
+    with pytest.raises(ValueError, match="code-search"):
+        big.searches_codes()
 
 
 def test_one_level_vqvae_base_samples_codes_in_range():
