@@ -15,6 +15,7 @@ from gmcore.models.base import DataInfo
 from gmcore.models.gan import BiGAN
 from gmcore.models.gan.bigan import JointDiscriminator, encoder_generator_loss
 from gmcore.random import default_generator
+from recording_step import RecordingStep
 from resume_checks import check_crash_resume
 
 DIGITS = DataInfo((1, 8, 8), 17, "digits", num_classes=10)
@@ -80,22 +81,6 @@ def test_stochastic_encoder_is_alis_reparameterised_gaussian():
     gm.manual_seed(5)
     eps = gm.randn(4, 3)
     np.testing.assert_allclose(drawn.numpy(), (mu + (0.5 * logvar).exp() * eps).numpy(), rtol=1e-5)
-
-
-class RecordingStep:
-    """Stands in for TrainingStep: backpropagates each loss, records its value and which networks'
-    parameters received a gradient, and steps nothing (the updates read the same parameters)."""
-
-    def __init__(self, model):
-        self.model, self.losses, self.trained = model, {}, {}
-
-    def update(self, name, loss):
-        for p in self.model.parameters():
-            p.grad = None
-        loss.backward()
-        self.losses[name] = loss.item()
-        self.trained[name] = {k.split(".")[0] for k, p in self.model.named_parameters() if p.grad is not None}
-        return self.losses[name]
 
 
 @pytest.mark.parametrize("kind", ["nonsaturating", "least_squares"])

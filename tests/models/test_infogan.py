@@ -16,6 +16,7 @@ from gmcore.models.base import DataInfo
 from gmcore.models.gan import InfoGAN
 from gmcore.models.gan.infogan import best_assignment
 from gmcore.nn import gan
+from recording_step import RecordingStep
 from resume_checks import check_crash_resume
 
 DIGITS = DataInfo((1, 8, 8), 17, "digits", num_classes=10)
@@ -160,22 +161,6 @@ def test_sampling_by_category():
 
 
 # ---- the training step ---------------------------------------------------------------------------
-
-class RecordingStep:
-    """Stands in for gmcore.training_step.TrainingStep: backpropagates each loss, records its value
-    and which submodules' parameters received a gradient, and steps nothing."""
-
-    def __init__(self, model):
-        self.model, self.losses, self.trained = model, {}, {}
-
-    def update(self, name, loss):
-        for p in self.model.parameters():
-            p.grad = None
-        loss.backward()
-        self.losses[name] = loss.item()
-        self.trained[name] = {k.split(".")[0] for k, p in self.model.named_parameters() if p.grad is not None}
-        return self.losses[name]
-
 
 def test_each_update_adds_the_information_loss_to_its_gan_loss():
     m = tiny(lambda_cont=0.5)

@@ -15,6 +15,7 @@ from gmcore.models.base import DataInfo
 from gmcore.models.gan import VAEGAN
 from gmcore.models.gan._nets import ConvDiscriminator
 from gmcore.models.gan.vae_gan import feature_error, kl_to_standard_normal
+from recording_step import RecordingStep
 from resume_checks import check_crash_resume
 
 DIGITS = DataInfo((1, 8, 8), 17, "digits", num_classes=10)
@@ -54,23 +55,6 @@ def test_networks_shapes_and_the_feature_layer():
     assert ConvDiscriminator((1, 28, 28), 4).blocks == 3
     with pytest.raises(ValueError, match="conv blocks 1..2"):
         d.features(x, 3)
-
-
-class RecordingStep:
-    """Stands in for gmcore.training_step.TrainingStep: backpropagates each loss, records its value
-    and which of the model's parameters received a gradient, and steps nothing (so a hand
-    computation from the same parameters and draws can be compared)."""
-
-    def __init__(self, model):
-        self.model, self.losses, self.trained = model, {}, {}
-
-    def update(self, name, loss):
-        for p in self.model.parameters():
-            p.grad = None
-        loss.backward()
-        self.losses[name] = loss.item()
-        self.trained[name] = {k.split(".")[0] for k, p in self.model.named_parameters() if p.grad is not None}
-        return self.losses[name]
 
 
 def test_each_update_trains_its_network_with_the_papers_loss():

@@ -293,6 +293,53 @@ class GatedStackLayer(nn.Module):
         return v_out, (h_out if self.first else h + h_out)
 
 
+class CategoricalPixels:
+    """For a model whose ``logits(x)`` gives (B, C, num_levels, H, W) logits of every pixel's
+    categorical conditional (``pixelcnn``, ``pixelrnn``): the exact ``nll`` and the bits/dim
+    ``loss``. Needs ``self.levels`` and ``self.data``."""
+
+    def _levels_of(self, x: Tensor) -> Tensor:
+        return (x * (self.levels - 1)).round().long()
+
+    def nll(self, batch, generator=None) -> Tensor:
+        """Exact -log p(x) in nats per example (B,)."""
+        x = batch[0]
+        logp = self.logits(x).log_softmax(2)
+        return -logp.gather(2, self._levels_of(x).unsqueeze(2)).sum((1, 2, 3, 4))
+
+    def loss(self, batch):
+        nll = self.nll(batch).mean()
+        bpd = nll / (self.data.dims * math.log(2.0))
+        return bpd, {"bits_per_dim": bpd.item()}
+
+
+class ClassConditional:
+    """For a model conditioned on class labels when ``self.num_classes`` > 0 (``gated-pixelcnn``,
+    ``pixelcnn++ --conditional``): its ``nll_kind``, ``class_conditional`` (samples drawn
+    without labels cycle through the classes, and a run reports their label accuracy) and the
+    checked labels of a batch."""
+
+    @property
+    def nll_kind(self):
+        return "exact, class-conditional: -log p(x | y)" if self.num_classes else "exact"
+
+    @property
+    def class_conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def _labels(self, batch) -> Tensor | None:
+        if not self.num_classes:
+            return None
+        if len(batch) < 2:
+            raise ValueError(f"{self.model_name} is class-conditional: batches must be (images, labels) "
+                             f"(or build it without --conditional)")
+        y = batch[1]
+        if y.ndim != 1 or y.shape[0] != batch[0].shape[0]:
+            raise ValueError(f"{self.model_name}: labels must be (B,) for images of shape "
+                             f"{tuple(batch[0].shape)}, got {tuple(y.shape)}")
+        return y.long()
+
+
 @dataclass
 class LabelSampleOptions:
     labels: str = field(default="", metadata={

@@ -43,7 +43,7 @@ from ...distributions import Categorical
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
-from ._pixel_layers import (ColourMaskedConv2d, GatedStackLayer, LabelSampleOptions, check_image_data,
+from ._pixel_layers import (ClassConditional, ColourMaskedConv2d, GatedStackLayer, LabelSampleOptions, check_image_data,
                             sample_labels, sample_pixels)
 from ._fast_sampling import PixelSampleOptions, check_sampler, fast_sample_gated_pixelcnn
 
@@ -73,7 +73,7 @@ class GatedSampleOptions(PixelSampleOptions, LabelSampleOptions):
 
 @register("gated-pixelcnn", family="autoregressive", dataset="digits",
           description="Gated PixelCNN: vertical+horizontal gated stacks (no blind spot), class-conditional")
-class GatedPixelCNN(GenerativeModel):
+class GatedPixelCNN(ClassConditional, GenerativeModel):
     """See the module docstring.
 
     >>> import gmcore as gm
@@ -114,28 +114,6 @@ class GatedPixelCNN(GenerativeModel):
         else:
             self.out1 = nn.Conv2d(p, c.out_hidden, 1)
             self.out2 = nn.Conv2d(c.out_hidden, self.levels, 1)
-
-    @property
-    def nll_kind(self):
-        return "exact, class-conditional: -log p(x | y)" if self.num_classes else "exact"
-
-    @property
-    def class_conditional(self) -> bool:
-        """Samples drawn without labels cycle through the classes (the run reports their
-        label accuracy)."""
-        return self.num_classes > 0
-
-    def _labels(self, batch) -> Tensor | None:
-        if not self.num_classes:
-            return None
-        if len(batch) < 2:
-            raise ValueError("gated-pixelcnn is class-conditional: batches must be (images, labels) "
-                             "(or build it with conditional=False)")
-        y = batch[1]
-        if y.ndim != 1 or y.shape[0] != batch[0].shape[0]:
-            raise ValueError(f"gated-pixelcnn: labels must be (B,) for images of shape "
-                             f"{tuple(batch[0].shape)}, got {tuple(y.shape)}")
-        return y.long()
 
     def logits(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Logits (B, C, num_levels, H, W) for images ``x`` in [0, 1] (and labels (B,) when

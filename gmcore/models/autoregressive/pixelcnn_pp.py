@@ -46,7 +46,7 @@ from ...nn import functional as F
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
-from ._pixel_layers import (GatedResnet, LabelSampleOptions, check_image_data, eval_mode, maybe_weight_norm,
+from ._pixel_layers import (ClassConditional, GatedResnet, LabelSampleOptions, check_image_data, eval_mode, maybe_weight_norm,
                             sample_labels, sample_pixels)
 
 _LOG2 = 0.6931471805599453
@@ -68,7 +68,7 @@ class PixelCNNPPConfig:
 
 @register("pixelcnn++", family="autoregressive", dataset="digits",
           description="PixelCNN++: discretized logistic mixture, down/down-right streams, gated resnets, U-Net")
-class PixelCNNPP(GenerativeModel):
+class PixelCNNPP(ClassConditional, GenerativeModel):
     """See the module docstring.
 
     >>> import gmcore as gm
@@ -138,28 +138,6 @@ class PixelCNNPP(GenerativeModel):
         self.counts = counts
         self.per_component = 3 if C == 1 else 10
         self.out = maybe_weight_norm(nn.Conv2d(f, c.mixtures * self.per_component, 1), wn)
-
-    @property
-    def nll_kind(self):
-        return "exact, class-conditional: -log p(x | y)" if self.num_classes else "exact"
-
-    @property
-    def class_conditional(self) -> bool:
-        """Samples drawn without labels cycle through the classes (the run reports their
-        label accuracy)."""
-        return self.num_classes > 0
-
-    def _labels(self, batch) -> Tensor | None:
-        if not self.num_classes:
-            return None
-        if len(batch) < 2:
-            raise ValueError("pixelcnn++ is class-conditional: batches must be (images, labels) "
-                             "(or build it without --conditional)")
-        y = batch[1]
-        if y.ndim != 1 or y.shape[0] != batch[0].shape[0]:
-            raise ValueError(f"pixelcnn++: labels must be (B,) for images of shape "
-                             f"{tuple(batch[0].shape)}, got {tuple(y.shape)}")
-        return y.long()
 
     def mixture_params(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         """Mixture parameters (B, K*(3 or 10), H, W) (the DLML layout) for images in [0, 1]

@@ -47,9 +47,8 @@ from ...distributions import Categorical
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
-from ._pixel_layers import check_image_data, eval_mode, sample_pixels
+from ._pixel_layers import CategoricalPixels, check_image_data, eval_mode, sample_pixels
 
-_LOG2 = 0.6931471805599453
 CELLS = ("diagonal-bilstm", "row-lstm")
 
 
@@ -94,7 +93,7 @@ class _LSTMLayer(nn.Module):
 
 @register("pixelrnn", family="autoregressive", dataset="digits",
           description="PixelRNN: Row LSTM or Diagonal BiLSTM layers, per-pixel softmax over levels")
-class PixelRNN(GenerativeModel):
+class PixelRNN(CategoricalPixels, GenerativeModel):
     """See the module docstring.
 
     >>> import gmcore as gm
@@ -140,20 +139,6 @@ class PixelRNN(GenerativeModel):
         out = self.out2(self.out1(h.relu()).relu())
         B, _, H, W = out.shape
         return out.reshape(B, x.shape[1], self.levels, H, W)
-
-    def _levels_of(self, x: Tensor) -> Tensor:
-        return (x * (self.levels - 1)).round().long()
-
-    def nll(self, batch, generator=None) -> Tensor:
-        """Exact -log p(x) in nats per example (B,)."""
-        x = batch[0]
-        logp = self.logits(x).log_softmax(2)
-        return -logp.gather(2, self._levels_of(x).unsqueeze(2)).sum((1, 2, 3, 4))
-
-    def loss(self, batch):
-        nll = self.nll(batch).mean()
-        bpd = nll / (self.data.dims * _LOG2)
-        return bpd, {"bits_per_dim": bpd.item()}
 
     def sample(self, n, generator=None) -> Tensor:
         """``n`` images in [0, 1] (levels / (num_levels - 1)), drawn pixel by pixel (dropout
