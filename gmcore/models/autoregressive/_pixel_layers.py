@@ -254,7 +254,7 @@ class GatedStackLayer(nn.Module):
     """
 
     def __init__(self, in_channels: int, channels: int, kernel_size: int, first: bool = False,
-                 colours: int = 1):
+                 colours: int = 1, dropout: float = 0.0):
         super().__init__()
         if colours not in (1, 3):
             raise ValueError(f"GatedStackLayer: colours must be 1 or 3, got {colours!r}")
@@ -269,6 +269,10 @@ class GatedStackLayer(nn.Module):
             self.hconv = nn.DownRightShiftedConv2d(in_channels, 2 * channels, (1, k // 2 + 1))
         self.link = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.hout = ColourMaskedConv2d(channels, channels, "B") if colours == 3 else nn.Conv2d(channels, channels, 1)
+        # on the gated outputs: the vertical stack's, and the horizontal one's inside the residual
+        # branch (before its 1x1), as PixelCNN++'s gated resnets drop inside the branch;
+        # elementwise, so causality is unchanged
+        self.drop = nn.Dropout(dropout) if dropout else None
 
     @staticmethod
     def _gate(x: Tensor) -> Tensor:
@@ -288,8 +292,10 @@ class GatedStackLayer(nn.Module):
             cv, ch = cond.chunk(2, dim=1)
             v_pre = v_pre + cv
             h_pre = h_pre + ch
-        v_out = self._gate(v_pre)
-        h_out = self.hout(self._gate(h_pre))
+        v_out, h_gated = self._gate(v_pre), self._gate(h_pre)
+        if self.drop is not None:
+            v_out, h_gated = self.drop(v_out), self.drop(h_gated)
+        h_out = self.hout(h_gated)
         return v_out, (h_out if self.first else h + h_out)
 
 

@@ -117,33 +117,6 @@ class VQPriorSampleOptions:
         "min": 0.0})
 
 
-class DropoutGatedLayer(GatedStackLayer):
-    """:class:`GatedStackLayer` with dropout on its gated outputs: the vertical stack's, and the
-    horizontal one's inside the residual branch (before its 1x1 conv), as PixelCNN++'s gated
-    resnets drop inside the branch. Dropout is elementwise, so causality is the layer's; the
-    parameters (and their names) are the plain layer's."""
-
-    def __init__(self, in_channels: int, channels: int, kernel_size: int, first: bool = False,
-                 dropout: float = 0.0):
-        super().__init__(in_channels, channels, kernel_size, first=first)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, v: Tensor, h: Tensor, cond: Tensor | None = None):
-        if self.first:
-            v, h = F.down_shift(v), F.right_shift(h)
-        v_pre = self.vconv(v)
-        h_pre = self.hconv(h) + self.link(v_pre)
-        if cond is not None:
-            if cond.ndim == 2:
-                cond = cond[:, :, None, None]
-            cv, ch = cond.chunk(2, dim=1)
-            v_pre = v_pre + cv
-            h_pre = h_pre + ch
-        v_out = self.drop(self._gate(v_pre))
-        h_out = self.hout(self.drop(self._gate(h_pre)))
-        return v_out, (h_out if self.first else h + h_out)
-
-
 class CausalAttentionBlock(nn.Module):
     """Pre-norm transformer block over a (B, C, h, w) map in raster order: ``s + MHA(LN(s) + pos)``
     with a causal mask (position t attends to positions <= t), then ``s + MLP(LN(s))``."""
@@ -199,8 +172,8 @@ class LevelPrior(nn.Module):
         self.num_codes, self.shape = num_codes, (h, w)
         self.embed = nn.Embedding(num_codes, c.embed_dim)
         drop = c.gated_dropout
-        self.stack = nn.ModuleList([DropoutGatedLayer(c.embed_dim, p, c.kernel, first=True, dropout=drop)]
-                                   + [DropoutGatedLayer(p, p, c.kernel, dropout=drop)
+        self.stack = nn.ModuleList([GatedStackLayer(c.embed_dim, p, c.kernel, first=True, dropout=drop)]
+                                   + [GatedStackLayer(p, p, c.kernel, dropout=drop)
                                       for _ in range(n_layers - 1)])
         n_cond = n_layers * 4 * p
         # Gate biases that do not depend on this level's codes: position, label, coarser codes.
