@@ -92,8 +92,12 @@ class DigitsFeatures:
         """(N, 64) penultimate features of images in [0, 1]."""
         return self._forward(images)[0].numpy()
 
+    def predict(self, images) -> np.ndarray:
+        """(N,) the digit each image is read as."""
+        return self._forward(images)[1].numpy().argmax(1)
+
     def accuracy(self, images, labels) -> float:
-        return float((self._forward(images)[1].numpy().argmax(1) == np.asarray(labels)).mean())
+        return float((self.predict(images) == np.asarray(labels)).mean())
 
 
 def _train_classifier(steps: int = 800, seed: int = 0) -> dict[str, np.ndarray]:

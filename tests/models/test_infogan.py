@@ -202,9 +202,8 @@ def test_each_update_adds_the_information_loss_to_its_gan_loss():
 class StubClassifier:
     """Reads an image whose pixels all equal v as the digit round(10 v) (any digit for others)."""
 
-    def accuracy(self, images, labels):
-        digits = np.rint(images.detach().numpy().reshape(len(images), -1).mean(1) * 10).astype(int)
-        return float((digits == np.asarray(labels)).mean())
+    def predict(self, images):
+        return np.rint(images.detach().numpy().reshape(len(images), -1).mean(1) * 10).astype(int)
 
 
 def test_code_label_agreement_uses_the_best_matching(monkeypatch):

@@ -359,11 +359,10 @@ class InfoGAN(AdversarialModel):
         with enable_grad():   # the classifier trains on first use
             net = feature_metrics.DigitsFeatures.get()
         classes = 10
-        # counts[k, d]: samples of category k read as digit d (the classifier's accuracy against
-        # a constant label d is the share read as d)
-        counts = np.array([[round(net.accuracy(x[k * per_code:(k + 1) * per_code], np.full(per_code, d))
-                                  * per_code) for d in range(classes)] for k in range(c.categories)],
-                          dtype=np.int64)
+        # counts[k, d]: samples of category k read as digit d
+        read = net.predict(x)
+        counts = np.zeros((c.categories, classes), dtype=np.int64)
+        np.add.at(counts, (cat.cpu().numpy(), read), 1)
         perm = best_assignment(counts)
         agree = sum(int(counts[k, d]) for k, d in enumerate(perm) if d >= 0)
         _, _, logs = self.information(x, cat, cont)
