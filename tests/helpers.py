@@ -169,3 +169,31 @@ def check_eval_and_sample(run, res, capsys, tmp_path, shape=(1, 8, 8)):
     out = tmp_path / "s.npy"
     assert cli.main(["sample", str(run), "--n", "3", "--out", str(out)]) == 0
     assert np.load(out).shape == (3, *shape)
+
+
+def logit_dependence(logits_fn, x):
+    """D[c, i, j, c2, i2, j2] = sum over the batch of |d <r, logits at (c, i, j)> / d x[c2, i2, j2]|
+    for ``logits_fn(x) -> (B, C, levels, H, W)`` and a random direction r over the levels (an
+    exact zero is then a zero of every level's derivative, but for a measure-zero choice of r),
+    one backward pass per (colour, pixel)."""
+    C, H, W = x.shape[1:]
+    D = np.zeros((C, H, W, C, H, W))
+    rng = np.random.default_rng(7)
+    for i in range(H):
+        for j in range(W):
+            for c in range(C):
+                xg = x.detach().requires_grad_(True)
+                out = logits_fn(xg)[:, c, :, i, j]
+                (g,) = gm.autograd.grad((out * gm.tensor(rng.standard_normal(out.shape))).sum(), [xg])
+                D[c, i, j] = np.abs(g.numpy()).sum(0)
+    return D
+
+
+def raster_colour_order(C, H, W):
+    """A[c, i, j, c2, i2, j2]: what an autoregressive pixel model may read: pixel (i2, j2) is
+    earlier in raster order, or it is (i, j) and colour c2 comes before c."""
+    order = np.arange(H * W).reshape(H, W)
+    before = order[None, :, :, None, None, None] > order[None, None, None, None, :, :]
+    same = order[None, :, :, None, None, None] == order[None, None, None, None, :, :]
+    colour_before = np.arange(C)[:, None, None, None, None, None] > np.arange(C)[None, None, None, :, None, None]
+    return np.broadcast_to(before | (same & colour_before), (C, H, W, C, H, W))

@@ -12,6 +12,7 @@ from gmcore.models.autoregressive import GatedPixelCNN
 from gmcore.models.autoregressive._pixel_layers import (ColourMaskedConv2d, ColourMaskedRowConv2d,
                                                         GatedStackLayer, colour_groups, colour_mask)
 from gmcore.models.base import DataInfo
+from helpers import logit_dependence, raster_colour_order
 
 
 def _model(shape, levels, classes=0, **kw):
@@ -22,33 +23,6 @@ def _model(shape, levels, classes=0, **kw):
         w = model.label_bias.weight
         w.data[...] = 0.5 * np.random.default_rng(1).standard_normal(w.shape).astype(w.data.dtype)
     return model.double().eval()
-
-
-def _dependence(model, x, labels=None):
-    """D[c, i, j, c2, i2, j2] = sum over the batch of |d <r, logits at (c, i, j)> / d x[c2, i2, j2]|
-    for a random direction r over the levels (an exact zero is then a zero of every level's
-    derivative, but for a measure-zero choice of r), one backward pass per (colour, pixel)."""
-    C, H, W = x.shape[1:]
-    D = np.zeros((C, H, W, C, H, W))
-    rng = np.random.default_rng(7)
-    for i in range(H):
-        for j in range(W):
-            for c in range(C):
-                xg = x.detach().requires_grad_(True)
-                out = model.logits(xg, labels)[:, c, :, i, j]
-                (g,) = gm.autograd.grad((out * gm.tensor(rng.standard_normal(out.shape))).sum(), [xg])
-                D[c, i, j] = np.abs(g.numpy()).sum(0)
-    return D
-
-
-def _allowed(C, H, W):
-    """A[c, i, j, c2, i2, j2]: pixel (i2, j2) is earlier in raster order, or it is (i, j) and
-    colour c2 comes before c."""
-    order = np.arange(H * W).reshape(H, W)
-    before = order[None, :, :, None, None, None] > order[None, None, None, None, :, :]
-    same = order[None, :, :, None, None, None] == order[None, None, None, None, :, :]
-    colour_before = np.arange(C)[:, None, None, None, None, None] > np.arange(C)[None, None, None, :, None, None]
-    return np.broadcast_to(before | (same & colour_before), (C, H, W, C, H, W))
 
 
 def test_colour_groups_and_masks():
@@ -83,8 +57,8 @@ def test_every_logit_depends_exactly_on_earlier_pixels_and_colours(classes):
     model = _model((C, H, W), 3, classes)
     x = gm.tensor(np.random.default_rng(0).integers(0, 3, (2, C, H, W)) / 2.0)
     labels = gm.tensor([0, 2]) if classes else None
-    D = _dependence(model, x, labels)
-    allowed = _allowed(C, H, W)
+    D = logit_dependence(lambda xg: model.logits(xg, labels), x)
+    allowed = raster_colour_order(C, H, W)
     assert np.all(D[~allowed] == 0.0)
     reach = (D * allowed).reshape(C * H * W, -1).sum(1).reshape(C, H, W)
     assert reach[0, 0, 0] == 0.0
@@ -100,8 +74,8 @@ def test_wide_model_sees_every_earlier_pixel_and_colour():
     C, H, W = 3, 3, 4
     model = _model((C, H, W), 2, channels=24, layers=4, out_hidden=24, first_kernel=3)
     x = gm.tensor(np.random.default_rng(1).random((2, C, H, W)))
-    D = _dependence(model, x)
-    allowed = _allowed(C, H, W)
+    D = logit_dependence(model.logits, x)
+    allowed = raster_colour_order(C, H, W)
     assert np.all(D[~allowed] == 0.0) and np.all(D[allowed] > 0.0)
 
 
