@@ -120,6 +120,7 @@ class BitDiffusion(DDPM):
     nll_kind = "none"
     # not a base for noisy-classifier (ddpm's classifier guidance): sample() takes no classifier
     latent_kind = None
+    supports_levels = False     # it diffuses analog bits, not the data's levels
     train_defaults = {"lr": 1e-3, "warmup": 100, "lr_schedule": "cosine", "batch_size": 64,
                       "steps": 2000, "eval_every": 0, "ema": 0.999}
 

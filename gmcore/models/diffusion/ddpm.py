@@ -11,6 +11,10 @@ it also outputs the interpolation between the two fixed variances, trained by th
 L_simple + ``vb_weight`` * L_vlb (improved DDPM). ``--timestep-sampler importance`` draws t in
 proportion to the root mean square of the recent L_vlb terms (improved DDPM's
 importance sampling for the bound), its history kept in buffers, so resume stays exact.
+``--predict levels`` (:mod:`.levels`, images only) has the network output logits over the data's
+levels per pixel; x0 is the mean of their posterior with the pixel's own Gaussian likelihood
+(exact at low noise, where the bound weighs x0 errors most), trained by the levels'
+cross-entropy (plus improved DDPM's vb term for the variances with ``--learn-sigma``).
 
 The quoted figure is the variational bound on the discrete data, in bits per dimension: the
 KL terms at t = 1 .. T-1, a discretized Gaussian decoder over the data's levels at t = 0 and the
@@ -58,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ... import autograd
 from ... import creation as gc
 from ...configs import int_list
 from ... import functional as gf
@@ -67,7 +72,8 @@ from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
 from . import samplers
-from .gaussian_diffusion import GaussianDiffusion, LossSecondMomentResampler, UniformSampler
+from .gaussian_diffusion import LN2, GaussianDiffusion, LossSecondMomentResampler, UniformSampler
+from .levels import LevelsHead
 from .unet import UNet
 
 __all__ = ["DDPM", "DDPMConfig", "DDPMSampleOptions", "DDPMGuidedSampleOptions", "DDPMEvalOptions"]
@@ -90,8 +96,10 @@ class DDPMConfig:
         "help": "noise schedule: linear (Ho et al.), cosine (Nichol & Dhariwal), sigmoid (Chen)",
         "choices": ["linear", "cosine", "sigmoid"]})
     predict: str = field(default="eps", metadata={
-        "help": "what the network predicts: the noise eps, the clean x0, or v (Salimans & Ho)",
-        "choices": ["eps", "x0", "v"]})
+        "help": "what the network predicts: the noise eps, the clean x0, v (Salimans & Ho), or "
+                "levels: logits over the data's levels per pixel, x0 their posterior mean with the "
+                "pixel's own likelihood (trained by cross-entropy; ddpm on images only)",
+        "choices": ["eps", "x0", "v", "levels"]})
     learn_sigma: bool = field(default=False, metadata={
         "help": "also learn the reverse variances (improved DDPM's learned range, hybrid loss)"})
     vb_weight: float = field(default=0.001, metadata={
@@ -185,10 +193,18 @@ class DDPM(GenerativeModel):
                              f"{data.name or 'this one'} has none")
         if not 0.0 <= c.label_dropout < 1.0:
             raise ValueError(f"ddpm: --label-dropout must be in [0, 1), got {c.label_dropout}")
-        self.net = self.build_net()
         self.schedule = getattr(NoiseSchedule, c.schedule)(c.timesteps)
-        self.diffusion = GaussianDiffusion(self.schedule, predict=c.predict, learn_sigma=c.learn_sigma,
-                                           vb_weight=c.vb_weight)
+        # --predict levels: the net outputs level logits, which the head turns into an x0
+        # prediction; the process then sees an x0-predicting model
+        self.levels = None
+        if c.predict == "levels":
+            if not self.supports_levels or self.points:
+                raise ValueError(f"{self.model_name}: --predict levels is for ddpm on images with "
+                                 "discrete levels (its x0 is a distribution over them)")
+            self.levels = LevelsHead(self.schedule, data.num_levels)
+        self.net = self.build_net()
+        self.diffusion = GaussianDiffusion(self.schedule, predict="x0" if self.levels else c.predict,
+                                           learn_sigma=c.learn_sigma, vb_weight=c.vb_weight)
         T = c.timesteps
         if c.timestep_sampler == "importance":
             self.timestep_sampler = LossSecondMomentResampler(T)
@@ -209,7 +225,8 @@ class DDPM(GenerativeModel):
         C, H, W = self.diffusion_shape
         if H != W:
             raise ValueError(f"{self.model_name}: square inputs only, got {H}x{W}")
-        return UNet(self.net_in_channels, C * (2 if c.learn_sigma else 1), channels=c.channels,
+        prediction = self.levels.logit_channels(C) if self.levels else C
+        return UNet(self.net_in_channels, prediction + (C if c.learn_sigma else 0), channels=c.channels,
                     channel_mult=int_list(c.channel_mult, "channel-mult", self.model_name),
                     num_res_blocks=c.num_res_blocks,
                     attention_resolutions=int_list(c.attention_resolutions, "attention-resolutions", self.model_name),
@@ -236,18 +253,29 @@ class DDPM(GenerativeModel):
         guidance of weight ``guidance`` (w): the prediction channels become
         ``(1 + w) out(x, y) - w out(x, null)``; a learned variance is the conditional one's."""
         if not guidance:
-            return lambda x, t: self.net(x, t, labels)
+            return lambda x, t: self.net_output(x, t, labels)
         if labels is None:
             raise ValueError("ddpm: classifier-free guidance needs the labels to guide towards")
         null = gc.full(tuple(labels.shape), self.num_classes, device=labels.device).long()
         C = self.diffusion_shape[0]
 
         def guided(x, t):
-            out = self.net(gf.cat([x, x], 0), gf.cat([t, t], 0), gf.cat([labels, null], 0))
+            out = self.net_output(gf.cat([x, x], 0), gf.cat([t, t], 0), gf.cat([labels, null], 0))
             cond, uncond = out[:x.shape[0]], out[x.shape[0]:]
             pred = cond[:, :C] * (1.0 + guidance) - uncond[:, :C] * guidance
             return gf.cat([pred, cond[:, C:]], 1) if self.config.learn_sigma else pred
         return guided
+
+    def net_output(self, x_t, t, labels=None):
+        """The network's output as the process reads it: the prediction (and variance) channels;
+        with ``--predict levels`` the level logits become the x0 prediction (:mod:`.levels`)."""
+        out = self.net(x_t, t, labels)
+        if self.levels is None:
+            return out
+        C = x_t.shape[1]
+        logits = out[:, :self.levels.logit_channels(C)]
+        x0 = self.levels.x0(logits, x_t, t)
+        return gf.cat([x0, out[:, logits.shape[1]:]], 1) if self.config.learn_sigma else x0
 
     def _guided(self, n: int, label: int, guidance: float, classifier="", edit: bool = False):
         """(model_fn, sampler keywords) for drawing ``n``: classifier guidance of scale ``guidance``
@@ -279,6 +307,7 @@ class DDPM(GenerativeModel):
 
     # ---- the space the process runs in (a subclass may diffuse something else: latents, bits) -----
     clip_x0 = True   # the samplers clamp the x0 prediction to [-1, 1], the data's range
+    supports_levels = True   # x0 lies on the data's levels (--predict levels); not for latents or bits
 
     def batch_x0(self, batch) -> Tensor:
         """The x0 of a training batch (a subclass may read latents the batch carries)."""
@@ -357,7 +386,10 @@ class DDPM(GenerativeModel):
             self.timestep_sampler.load_state_dict({"losses": self.sampler_losses.cpu().numpy(),
                                                    "counts": self.sampler_counts.cpu().numpy()})
         t, weights = self.timestep_sampler.sample(x0.shape[0], device=x0.device)
-        per_example, logs = self.diffusion.training_losses(self.denoiser(labels), x0, t)
+        if self.levels is not None:
+            per_example, logs = self._levels_losses(x0, t, labels)
+        else:
+            per_example, logs = self.diffusion.training_losses(self.denoiser(labels), x0, t)
         if importance:
             self.timestep_sampler.update(t.cpu(), per_example.detach().cpu())
             state = self.timestep_sampler.state_dict()
@@ -365,6 +397,26 @@ class DDPM(GenerativeModel):
             self.sampler_counts.copy_(gc.tensor(state["counts"], device=x0.device))
         loss = (per_example * weights.to(per_example.dtype)).mean()
         return loss, {k: float(v.mean().item()) for k, v in logs.items()}
+
+    def _levels_losses(self, x0, t, labels):
+        """``--predict levels``: the cross-entropy of the true levels (nats per dimension), and
+        with ``--learn-sigma`` improved DDPM's ``lambda T L_t`` (bits per dimension, the decoder
+        at t = 0 over the data's levels, the mean detached) for the variance channels."""
+        noise = gc.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        out = self.net(x_t, t, labels)
+        n_logits = self.levels.logit_channels(x0.shape[1])
+        logits = out[:, :n_logits]
+        ce = self.levels.cross_entropy(logits, x_t, t, x0)
+        with autograd.no_grad():
+            x0_hat = self.levels.x0(logits, x_t, t)
+        logs = {"ce": ce.detach(), "mse": ((x0_hat - x0) ** 2).reshape(x0.shape[0], -1).mean(1)}
+        if not self.config.learn_sigma:
+            return ce, logs
+        dims = x0[0].numel()
+        vb = self.diffusion._vb_nats(x0, x_t, t, x0_hat, out[:, n_logits:], self.data.num_levels) / (dims * LN2)
+        logs["vb"] = vb.detach()
+        return ce + (self.config.vb_weight * self.config.timesteps) * vb, logs
 
     @property
     def nll_kind(self) -> str:
@@ -387,6 +439,62 @@ class DDPM(GenerativeModel):
         x0 = self.to_diffusion(batch[0])
         return self.diffusion.nll_bound(self.denoiser(self._batch_labels(batch)), x0, self.data.num_levels,
                                         timesteps=None if k == 1 else int(k), generator=generator)
+
+    # where the bound lies: its KL sum split at these fractions of T (test_metrics), every term
+    # below the second split computed (they vary fastest), one in each block of BLOCK above
+    BOUND_SPLITS = (0.01, 0.03, 0.1, 0.3)
+    BOUND_SPLIT_BLOCK = 10
+
+    def _bound_split_timesteps(self, generator):
+        """(timesteps, weights, exact_until): every t below ``exact_until`` (the second split),
+        then one t drawn in each block of BOUND_SPLIT_BLOCK up to T - 1, weighted by its
+        block's length."""
+        T = self.config.timesteps
+        exact_until = max(2, min(T, round(self.BOUND_SPLITS[1] * T)))
+        starts = np.arange(exact_until, T, self.BOUND_SPLIT_BLOCK)
+        sizes = np.minimum(starts + self.BOUND_SPLIT_BLOCK, T) - starts
+        u = gc.rand(starts.size, dtype=np.float64, generator=generator).cpu().numpy()
+        drawn = starts + np.minimum((u * sizes).astype(np.int64), sizes - 1)
+        return (np.concatenate([np.arange(1, exact_until), drawn]),
+                np.concatenate([np.ones(exact_until - 1), sizes.astype(np.float64)]), exact_until)
+
+    def test_metrics(self, test_set) -> dict:
+        """Where the bound's bits lie: ``bound_bits_by_timesteps`` maps timestep ranges
+        (``"[1, 10)"`` ...; split at BOUND_SPLITS of T) to their share of the KL sum in bits per
+        dimension, with the decoder (t = 0) and prior terms beside them. Every term below the
+        second split is computed, above it one timestep drawn in each block of
+        BOUND_SPLIT_BLOCK (unbiased; seed 0, so ``gmcore eval`` reproduces it), whatever the
+        run's own figure used. The run's end and ``gmcore eval`` call it (the model contract's
+        ``test_metrics``). Empty for points and for subclasses with a bound of their own."""
+        if self.points or type(self).nll is not DDPM.nll:
+            return {}
+        from ...data import DataLoader
+        from ...random import Generator
+
+        T = self.config.timesteps
+        edges = sorted({1, *(max(1, round(f * T)) for f in self.BOUND_SPLITS), T})
+        dev = next(self.parameters()).device
+        ts, weights, exact_until = self._bound_split_timesteps(Generator().manual_seed(0))
+        gen = Generator(device=dev).manual_seed(0)
+        sums = np.zeros(len(edges) + 1)        # the ranges, then the decoder and the prior
+        count = 0
+        L = self.data.num_levels
+        for batch in DataLoader(test_set, batch_size=256, device=dev):
+            x0 = self.to_diffusion(batch[0])
+            fn = self.denoiser(self._batch_labels(batch))
+            # nll_bound's order of draws: the decoder's x_t, then the KL terms' in order of t
+            sums[-1] += float(self.diffusion.prior_kl(x0).sum().item())
+            sums[-2] += float(self.diffusion.vlb_terms(fn, x0, 0, L, generator=gen).sum().item())
+            for t, w in zip(ts, weights):
+                term = float(self.diffusion.vlb_terms(fn, x0, int(t), L, generator=gen).sum().item()) * w
+                sums[int(np.searchsorted(edges, t, side="right")) - 1] += term
+            count += x0.shape[0]
+        bits = sums / (count * float(np.prod(self.data.shape)) * np.log(2.0))
+        by_range = {f"[{lo}, {hi})": float(b) for lo, hi, b in zip(edges[:-1], edges[1:], bits)}
+        by_range.update({"decoder (t = 0)": float(bits[-2]), "prior (T)": float(bits[-1])})
+        return {"bound_bits_by_timesteps": by_range,
+                "bound_bits_by_timesteps_kind": f"every term below t = {exact_until}, one timestep drawn in "
+                                                f"each block of {self.BOUND_SPLIT_BLOCK} above (seed 0)"}
 
     def sample(self, n, generator=None, sampler="ddim", steps=50, eta=0.0, spacing="trailing",
                guidance=0.0, label=-1, classifier="", return_chain=False):

@@ -155,6 +155,7 @@ class GlideCore(DDPM):
     Config = GlideCoreConfig
     SampleOptions = GlideCoreSampleOptions
     latent_kind = None          # not a base for noisy-classifier (its labels are captions here)
+    supports_levels = False     # its caption-conditioned denoiser reads the net's output as is
     train_defaults = {"lr": 1e-3, "warmup": 100, "lr_schedule": "cosine", "batch_size": 64,
                       "steps": 1000, "eval_every": 0, "ema": 0.999}
     config_defaults = {}        # images only: none of ddpm's points-mode sizes

@@ -174,6 +174,7 @@ class LatentDiffusion(DDPM):
     base_kinds = ("continuous",)
     nll_kind = "none"
     clip_x0 = False              # latents are not bounded: no clamp of the x0 prediction
+    supports_levels = False      # latents have no levels
     # v-prediction: with eps, x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) multiplies the net's
     # error by up to 1 / sqrt(abar_T) ~ 160 near t = T, and nothing clamps it in latent space:
     # on a vqvae base the DDIM chain's std grew from 1 to 14 and digits-FID was 85.5 (uniform
