@@ -62,8 +62,8 @@ def ceiling(schedule, strength, seeds, train_x, train_y, test_x, test_y, classif
         edits.append(classifier.accuracy(model.from_diffusion(edited).numpy().astype(np.float32), test_y))
         # the same noise draw as the edit's first step, to ask what x_t0 says of the class
         noise = gm.randn(*x0.shape, dtype=x0.dtype, generator=gm.Generator().manual_seed(seed))
-        x_t0 = d.q_sample(x0, samplers._tvec(t0, x0), noise)
-        class_post = ideal.posterior(x_t0, samplers._tvec(t0, x0)).numpy() @ class_of_point
+        t = gm.full((x0.shape[0],), t0, dtype="int64")
+        class_post = ideal.posterior(d.q_sample(x0, t, noise), t).numpy() @ class_of_point
         bayes.append(float((class_post.argmax(1) == test_y).mean()))
     return t0, float(np.sqrt(d.schedule.alphas_cumprod[t0])), np.array(edits), np.array(bayes)
 

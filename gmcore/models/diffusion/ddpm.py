@@ -72,7 +72,8 @@ from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 from ..registry import register
 from . import samplers
-from .gaussian_diffusion import LN2, GaussianDiffusion, LossSecondMomentResampler, UniformSampler
+from .gaussian_diffusion import (LN2, GaussianDiffusion, LossSecondMomentResampler, UniformSampler,
+                                 stratified_timesteps)
 from .levels import LevelsHead
 from .unet import UNet
 
@@ -272,10 +273,14 @@ class DDPM(GenerativeModel):
         out = self.net(x_t, t, labels)
         if self.levels is None:
             return out
-        C = x_t.shape[1]
-        logits = out[:, :self.levels.logit_channels(C)]
+        logits, v_sigma = self._split_levels_output(out, x_t.shape[1])
         x0 = self.levels.x0(logits, x_t, t)
-        return gf.cat([x0, out[:, logits.shape[1]:]], 1) if self.config.learn_sigma else x0
+        return gf.cat([x0, v_sigma], 1) if self.config.learn_sigma else x0
+
+    def _split_levels_output(self, out, channels: int):
+        """``--predict levels``: (level logits, variance channels) of the network's output."""
+        n = self.levels.logit_channels(channels)
+        return out[:, :n], out[:, n:]
 
     def _guided(self, n: int, label: int, guidance: float, classifier="", edit: bool = False):
         """(model_fn, sampler keywords) for drawing ``n``: classifier guidance of scale ``guidance``
@@ -404,17 +409,16 @@ class DDPM(GenerativeModel):
         at t = 0 over the data's levels, the mean detached) for the variance channels."""
         noise = gc.randn(*x0.shape, dtype=x0.dtype, device=x0.device)
         x_t = self.diffusion.q_sample(x0, t, noise)
-        out = self.net(x_t, t, labels)
-        n_logits = self.levels.logit_channels(x0.shape[1])
-        logits = out[:, :n_logits]
-        ce = self.levels.cross_entropy(logits, x_t, t, x0)
+        logits, v_sigma = self._split_levels_output(self.net(x_t, t, labels), x0.shape[1])
+        logp = self.levels.log_posterior(logits, x_t, t)
+        ce = self.levels.level_nll(logp, x0)
         with autograd.no_grad():
-            x0_hat = self.levels.x0(logits, x_t, t)
+            x0_hat = self.levels.posterior_mean(logp)
         logs = {"ce": ce.detach(), "mse": ((x0_hat - x0) ** 2).reshape(x0.shape[0], -1).mean(1)}
         if not self.config.learn_sigma:
             return ce, logs
         dims = x0[0].numel()
-        vb = self.diffusion._vb_nats(x0, x_t, t, x0_hat, out[:, n_logits:], self.data.num_levels) / (dims * LN2)
+        vb = self.diffusion._vb_nats(x0, x_t, t, x0_hat, v_sigma, self.data.num_levels) / (dims * LN2)
         logs["vb"] = vb.detach()
         return ce + (self.config.vb_weight * self.config.timesteps) * vb, logs
 
@@ -445,19 +449,6 @@ class DDPM(GenerativeModel):
     BOUND_SPLITS = (0.01, 0.03, 0.1, 0.3)
     BOUND_SPLIT_BLOCK = 10
 
-    def _bound_split_timesteps(self, generator):
-        """(timesteps, weights, exact_until): every t below ``exact_until`` (the second split),
-        then one t drawn in each block of BOUND_SPLIT_BLOCK up to T - 1, weighted by its
-        block's length."""
-        T = self.config.timesteps
-        exact_until = max(2, min(T, round(self.BOUND_SPLITS[1] * T)))
-        starts = np.arange(exact_until, T, self.BOUND_SPLIT_BLOCK)
-        sizes = np.minimum(starts + self.BOUND_SPLIT_BLOCK, T) - starts
-        u = gc.rand(starts.size, dtype=np.float64, generator=generator).cpu().numpy()
-        drawn = starts + np.minimum((u * sizes).astype(np.int64), sizes - 1)
-        return (np.concatenate([np.arange(1, exact_until), drawn]),
-                np.concatenate([np.ones(exact_until - 1), sizes.astype(np.float64)]), exact_until)
-
     def test_metrics(self, test_set) -> dict:
         """Where the bound's bits lie: ``bound_bits_by_timesteps`` maps timestep ranges
         (``"[1, 10)"`` ...; split at BOUND_SPLITS of T) to their share of the KL sum in bits per
@@ -474,20 +465,22 @@ class DDPM(GenerativeModel):
         T = self.config.timesteps
         edges = sorted({1, *(max(1, round(f * T)) for f in self.BOUND_SPLITS), T})
         dev = next(self.parameters()).device
-        ts, weights, exact_until = self._bound_split_timesteps(Generator().manual_seed(0))
+        exact_until = max(2, min(T, round(self.BOUND_SPLITS[1] * T)))
+        drawn, sizes = stratified_timesteps(exact_until, T, self.BOUND_SPLIT_BLOCK, Generator().manual_seed(0))
+        ts = np.concatenate([np.arange(1, exact_until), drawn])
+        weights = np.concatenate([np.ones(exact_until - 1), sizes])
+        ranges = np.searchsorted(edges, ts, side="right") - 1      # the range of each kept t
         gen = Generator(device=dev).manual_seed(0)
         sums = np.zeros(len(edges) + 1)        # the ranges, then the decoder and the prior
         count = 0
-        L = self.data.num_levels
         for batch in DataLoader(test_set, batch_size=256, device=dev):
             x0 = self.to_diffusion(batch[0])
-            fn = self.denoiser(self._batch_labels(batch))
-            # nll_bound's order of draws: the decoder's x_t, then the KL terms' in order of t
-            sums[-1] += float(self.diffusion.prior_kl(x0).sum().item())
-            sums[-2] += float(self.diffusion.vlb_terms(fn, x0, 0, L, generator=gen).sum().item())
-            for t, w in zip(ts, weights):
-                term = float(self.diffusion.vlb_terms(fn, x0, int(t), L, generator=gen).sum().item()) * w
-                sums[int(np.searchsorted(edges, t, side="right")) - 1] += term
+            r = self.diffusion.nll_bound(self.denoiser(self._batch_labels(batch)), x0, self.data.num_levels,
+                                         timesteps=ts, generator=gen, return_terms=True)
+            kl = r["kl"].cpu().numpy().astype(np.float64).sum(0) * weights     # (the kept t are ts)
+            np.add.at(sums, ranges, kl)
+            sums[-2] += float(r["decoder"].sum().item())
+            sums[-1] += float(r["prior"].sum().item())
             count += x0.shape[0]
         bits = sums / (count * float(np.prod(self.data.shape)) * np.log(2.0))
         by_range = {f"[{lo}, {hi})": float(b) for lo, hi, b in zip(edges[:-1], edges[1:], bits)}

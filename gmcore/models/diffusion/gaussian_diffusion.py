@@ -68,7 +68,7 @@ from ...schedules import NoiseSchedule
 from ...tensor import Tensor
 
 __all__ = ["GaussianDiffusion", "UniformSampler", "LossSecondMomentResampler",
-           "normal_kl", "discretized_gaussian_log_likelihood"]
+           "normal_kl", "discretized_gaussian_log_likelihood", "stratified_timesteps"]
 
 PREDICTIONS = ("eps", "x0", "v")
 FIXED_VARS = ("fixed_small", "fixed_large")
@@ -501,11 +501,7 @@ class GaussianDiffusion:
         elif isinstance(timesteps, (int, np.integer)) and not isinstance(timesteps, bool):
             if timesteps < 1:
                 raise ValueError(f"{fn}: timesteps as an int is a block length k >= 1, got {timesteps}")
-            starts = np.arange(1, T, int(timesteps))
-            sizes = np.minimum(starts + int(timesteps), T) - starts
-            u = gc.rand(starts.size, dtype=np.float64, generator=generator, device=x0.device).cpu().numpy()
-            kept = starts + np.minimum((u * sizes).astype(np.int64), sizes - 1)
-            weights = sizes.astype(np.float64)
+            kept, weights = stratified_timesteps(1, T, int(timesteps), generator, x0.device)
         else:
             kept = np.unique(np.asarray(timesteps, dtype=np.int64))
             if kept.size and (kept.min() < 0 or kept.max() >= T):
@@ -528,6 +524,23 @@ class GaussianDiffusion:
             return {"total": total, "prior": prior, "decoder": decoder, "kl": kl,
                     "timesteps": kept, "weights": weights}
         return total
+
+
+def stratified_timesteps(start: int, stop: int, block: int, generator=None, device="cpu"):
+    """(timesteps, weights): ``[start, stop)`` cut into blocks of ``block`` consecutive timesteps
+    (the last one shorter), one timestep drawn uniformly in each (``generator``), weighted by its
+    block's length, so that a weighted sum of per-timestep terms estimates their full sum
+    without bias.
+
+    >>> import gmcore as gm
+    >>> t, w = stratified_timesteps(1, 10, 4, gm.Generator().manual_seed(0))
+    >>> [int(a) // 4 for a in t - 1], w.tolist()          # one in [1, 5), [5, 9), [9, 10)
+    ([0, 1, 2], [4.0, 4.0, 1.0])
+    """
+    starts = np.arange(start, stop, block)
+    sizes = np.minimum(starts + block, stop) - starts
+    u = gc.rand(starts.size, dtype=np.float64, generator=generator, device=device).cpu().numpy()
+    return starts + np.minimum((u * sizes).astype(np.int64), sizes - 1), sizes.astype(np.float64)
 
 
 # ---- timestep samplers -------------------------------------------------------------------------

@@ -72,10 +72,19 @@ class LevelsHead:
         diff = x_t.reshape(B, C, 1, H, W) - a * self._values(x_t)
         return (logits.reshape(B, C, L, H, W) - diff * diff / (2.0 * var)).log_softmax(2)
 
+    def posterior_mean(self, log_posterior: Tensor) -> Tensor:
+        """``sum_k p(v_k | x_t) v_k`` from :meth:`log_posterior`'s (B, C, L, H, W): (B, C, H, W)."""
+        return (log_posterior.exp() * self._values(log_posterior)).sum(2)
+
+    def level_nll(self, log_posterior: Tensor, x0: Tensor) -> Tensor:
+        """``-log p(x0 | x_t)`` of the levels of ``x0`` under :meth:`log_posterior`'s, averaged
+        over the dimensions: (B,) nats."""
+        picked = log_posterior.gather(2, self.level_index(x0).unsqueeze(2))         # (B, C, 1, H, W)
+        return -picked.reshape(picked.shape[0], -1).mean(1)
+
     def x0(self, logits: Tensor, x_t: Tensor, t) -> Tensor:
         """The posterior mean ``sum_k p(v_k | x_t) v_k``, shaped as ``x_t``."""
-        p = self.log_posterior(logits, x_t, t).exp()
-        return (p * self._values(x_t)).sum(2)
+        return self.posterior_mean(self.log_posterior(logits, x_t, t))
 
     def level_index(self, x0: Tensor) -> Tensor:
         """The level of each value of ``x0`` (on the levels of [-1, 1]) as int64."""
@@ -83,7 +92,4 @@ class LevelsHead:
 
     def cross_entropy(self, logits: Tensor, x_t: Tensor, t, x0: Tensor) -> Tensor:
         """``-log p(x0 | x_t)`` of the true levels, averaged over the dimensions: (B,) nats."""
-        logp = self.log_posterior(logits, x_t, t)
-        k = self.level_index(x0).unsqueeze(2)                                       # (B, C, 1, H, W)
-        picked = logp.gather(2, k)
-        return -picked.reshape(picked.shape[0], -1).mean(1)
+        return self.level_nll(self.log_posterior(logits, x_t, t), x0)
