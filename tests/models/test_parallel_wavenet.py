@@ -3,8 +3,12 @@ causality (x_t depends on z_<=t only), the step-by-step inverse, the teacher's c
 relaxation against the teacher on the code grid, the power loss against NumPy's FFT, clear
 errors for a missing or wrong base run, and a few CLI steps on a tiny teacher with sampling,
 evaluation and a bit-exact resume."""
+import importlib.util
 import json
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,7 +19,7 @@ from gmcore import cli, models, train
 from gmcore.cli_train import parse_train_args
 from gmcore.models.autoregressive._parallel_wavenet_flow import IAFStudent, logistic_noise
 from gmcore.models.autoregressive._parallel_wavenet_power import (average_power, log_power_loss, loudness_loss,
-                                                                  power_loss)
+                                                                  power_loss, spectrum_loss)
 from gmcore.models.autoregressive._parallel_wavenet_teacher import (continuous_input, continuous_outputs,
                                                                     mixture_log_density, to_axis)
 from gmcore.models.autoregressive.parallel_wavenet import ParallelWaveNet
@@ -163,7 +167,8 @@ def test_loss_gives_gradients_to_the_student_only():
     info = DataInfo((24,), 256, "audio")
     teacher = _teacher()
     pw = ParallelWaveNet(ParallelWaveNet.Config(flows=2, channels=4, gate_channels=4, skip_channels=4,
-                                                head_channels=4, layers=2, fft_size=8, power_weight=1.0), info,
+                                                head_channels=4, layers=2, fft_size=8, power_weight=1.0,
+                                                power_target="data", loudness_weight=0.0), info,
                          base=teacher).to(dtype=gm.float64)
     # open the zero-initialised last layers so every student weight gets a gradient
     for flow in pw.student.flows:
@@ -188,6 +193,41 @@ def test_loss_gives_gradients_to_the_student_only():
         with gm.no_grad():
             x = pw.student(z)[0]
         assert np.isclose(logs["power"], fn(x, to_axis(codes, 256, gm.float64), 8, 2).item(), rtol=1e-10), kind
+
+
+def test_power_target_teacher_matches_the_teachers_own_samples():
+    """--power-target teacher: the reference spectrum is that of the teacher's samples drawn from
+    seed 0, the same in every model built on the teacher (so a resumed run computes it again
+    exactly) and drawn once per model; --loudness-weight adds the loudness term against it."""
+    info = DataInfo((24,), 256, "audio")
+    teacher = _teacher()
+    config = ParallelWaveNet.Config(flows=2, channels=4, gate_channels=4, skip_channels=4, head_channels=4,
+                                    layers=2, fft_size=8, power_weight=1.0, power_target="teacher",
+                                    power_reference_clips=5, loudness_weight=0.0)
+    pw = ParallelWaveNet(config, info, base=teacher).to(dtype=gm.float64)
+    codes = gm.tensor(np.random.default_rng(1).integers(0, 256, (2, 24)))
+    with gm.no_grad():
+        clips = teacher.sample(5, gm.Generator().manual_seed(0), length=24)
+    want = average_power(to_axis(clips, 256, gm.float64), 8, 2).numpy()
+    ref = pw._reference_power(codes)
+    np.testing.assert_array_equal(ref.numpy(), want)
+    assert pw._reference_power(codes) is ref                       # cached: the teacher is not rerun
+    other = ParallelWaveNet(config, info, base=teacher).to(dtype=gm.float64)
+    np.testing.assert_array_equal(other._reference_power(codes).numpy(), want)
+    # the loss uses it in place of the batch's spectrum
+    gm.manual_seed(5)
+    _, logs = pw.loss((codes,))
+    gm.manual_seed(5)
+    with gm.no_grad():
+        x = pw.student(pw._noise(2, 24))[0]
+    assert np.isclose(logs["power"], spectrum_loss("linear", average_power(x, 8, 2), ref).item(), rtol=1e-12)
+    assert not np.isclose(logs["power"], power_loss(x, to_axis(codes, 256, gm.float64), 8, 2).item())
+    # the loudness barrier: its own term, against the same reference, added with its weight
+    pw.config.loudness_weight = 0.5
+    gm.manual_seed(5)
+    loss, logs = pw.loss((codes,))
+    assert np.isclose(logs["loudness"], spectrum_loss("loudness", average_power(x, 8, 2), ref).item(), rtol=1e-12)
+    assert np.isclose(loss.item(), logs["kl"] + logs["power"] + 0.5 * logs["loudness"], rtol=1e-12)
 
 
 def test_base_errors_name_the_problem(tmp_path):
@@ -259,7 +299,43 @@ def test_cli_run_reports_samples_and_evaluates(teacher_run, tmp_path):
     assert cli.main(["eval", str(out)]) == 0
 
 
-def test_resume_is_bit_exact(teacher_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["data", "teacher"])
+def test_resume_is_bit_exact(teacher_run, tmp_path, monkeypatch, target):
     check_crash_resume(tmp_path, monkeypatch, "parallel-wavenet", ParallelWaveNet,
-                       ["--base-run", str(teacher_run), *TINY_STUDENT, *FAST, "--num-samples", "0"],
+                       ["--base-run", str(teacher_run), *TINY_STUDENT, *FAST, "--num-samples", "0",
+                        "--power-target", target],
                        steps=3, ckpt_every=1, crash_at=3)
+
+
+FLOOR = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "parallel_wavenet_floor.py"
+
+
+@pytest.mark.skipif(not FLOOR.exists(), reason="benchmarks/ not next to tests/")
+def test_floor_benchmark_finds_the_closest_logistic(teacher_run, tmp_path):
+    """benchmarks/parallel_wavenet_floor.py: a logistic target is fitted to KL ~ 0 with its own
+    cross-entropy equal to its entropy, a two-mode mixture is not; the script runs on a CLI run."""
+    spec = importlib.util.spec_from_file_location("parallel_wavenet_floor", FLOOR)
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    grid = floor.GRID[None, :, None]
+
+    def logistic(mu, s):
+        z = (grid - mu) / s
+        return -z - 2 * np.logaddexp(0, -z) - np.log(s)
+
+    target = np.concatenate([logistic(0.1, 0.05), logistic(-0.3, 0.02)], axis=2)       # (1, G, 2)
+    kl, ce = floor.best_logistics(target, iters=1500)
+    entropy = -(np.exp(target) * target).sum(1) * (grid[0, 1, 0] - grid[0, 0, 0])
+    np.testing.assert_allclose(kl, 0, atol=2e-3)
+    np.testing.assert_allclose(ce, entropy, atol=2e-3)
+    two_modes = np.logaddexp(logistic(-0.5, 0.03), logistic(0.5, 0.03)) + np.log(0.5)
+    kl, _ = floor.best_logistics(two_modes, iters=1500)
+    assert kl[0, 0] > 0.5 * np.log(2)      # one logistic on one mode pays ~log 2
+
+    out = tmp_path / "pw"
+    assert cli.main(["train", "parallel-wavenet", "--base-run", str(teacher_run), "--out", str(out),
+                     "--steps", "2", *TINY_STUDENT, *FAST, "--num-samples", "0"]) == 0
+    proc = subprocess.run([sys.executable, str(FLOOR), str(out), "--clips", "1", "--no-save"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| student samples | the student |" in proc.stdout and "best single logistic" in proc.stdout

@@ -28,7 +28,7 @@ from ... import creation as gc
 from ...nn import functional as F
 from ...tensor import Tensor
 
-__all__ = ["dft_filters", "average_power", "power_loss", "log_power_loss", "loudness_loss"]
+__all__ = ["dft_filters", "average_power", "spectrum_loss", "power_loss", "log_power_loss", "loudness_loss"]
 
 
 def dft_filters(n_fft: int) -> np.ndarray:
@@ -55,10 +55,25 @@ def average_power(x: Tensor, n_fft: int, hop: int) -> Tensor:
     return power.mean((0, 2))
 
 
+def spectrum_loss(kind: str, p_student: Tensor, p_real: Tensor, floor: float = 1e-3) -> Tensor:
+    """The power loss of two average spectra (:func:`average_power`), ``p_real`` the reference:
+    ``linear`` sum_f (P_s - P_r)^2 (the paper's), ``log`` mean_f (log(P_s + e) - log(P_r + e))^2
+    with e = ``floor`` * mean_f P_r, ``loudness`` (log sum_f P_s - log sum_f P_r)^2."""
+    p_real = p_real.detach()
+    if kind == "linear":
+        return ((p_student - p_real) ** 2).sum()
+    if kind == "log":
+        eps = floor * p_real.mean()
+        return ((p_student + eps).log() - (p_real + eps).log()).pow(2).mean()
+    if kind == "loudness":
+        return (p_student.sum().log() - p_real.sum().log()) ** 2
+    raise ValueError(f"unknown power loss {kind!r} (linear, log or loudness)")
+
+
 def power_loss(student: Tensor, real: Tensor, n_fft: int, hop: int) -> Tensor:
     """sum_f (P_student(f) - P_real(f))^2, P the average power spectrum (:func:`average_power`);
     ``real`` is data (no gradient)."""
-    return ((average_power(student, n_fft, hop) - average_power(real.detach(), n_fft, hop)) ** 2).sum()
+    return spectrum_loss("linear", average_power(student, n_fft, hop), average_power(real.detach(), n_fft, hop))
 
 
 def log_power_loss(student: Tensor, real: Tensor, n_fft: int, hop: int, floor: float = 1e-3) -> Tensor:
@@ -72,9 +87,8 @@ def log_power_loss(student: Tensor, real: Tensor, n_fft: int, hop: int, floor: f
     >>> round(log_power_loss(x * 0.1, x, 16, 4).item(), 2)    # 100x quieter: ~(log 100)^2 = 21.2
     20.31
     """
-    p_real = average_power(real.detach(), n_fft, hop)
-    eps = floor * p_real.mean()
-    return ((average_power(student, n_fft, hop) + eps).log() - (p_real + eps).log()).pow(2).mean()
+    return spectrum_loss("log", average_power(student, n_fft, hop), average_power(real.detach(), n_fft, hop),
+                         floor)
 
 
 def loudness_loss(student: Tensor, real: Tensor, n_fft: int, hop: int) -> Tensor:
@@ -86,5 +100,5 @@ def loudness_loss(student: Tensor, real: Tensor, n_fft: int, hop: int) -> Tensor
     >>> round(loudness_loss(x * 0.1, x, 16, 4).item(), 2)     # (log 100)^2
     21.21
     """
-    p_real = average_power(real.detach(), n_fft, hop).sum()
-    return (average_power(student, n_fft, hop).sum().log() - p_real.log()) ** 2
+    return spectrum_loss("loudness", average_power(student, n_fft, hop),
+                         average_power(real.detach(), n_fft, hop))
