@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import gmcore as gm
+from gmcore.io import atomic_write_text
 from gmcore.models.autoregressive._parallel_wavenet_flow import logistic_noise
 from gmcore.models.autoregressive._parallel_wavenet_teacher import (continuous_outputs,
                                                                     mixture_log_density, to_axis)
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     print(text)
     if not args.no_save:
         out = Path(__file__).parent / "results" / "parallel_wavenet_floor.md"
-        out.write_text(text)
+        atomic_write_text(out, text)
         print(f"wrote {out}")
     return 0
 

@@ -31,6 +31,7 @@ import numpy as np
 import gmcore as gm
 from gmcore.data import get_dataset
 from gmcore.feature_metrics import DigitsFeatures
+from gmcore.io import atomic_write_text
 from gmcore.models.base import DataInfo
 from gmcore.models.diffusion import samplers
 from gmcore.models.diffusion.ddpm import DDPM, DDPMConfig
@@ -99,7 +100,7 @@ def main(argv=None):
         "", *rows, ""])
     if not args.no_save:
         out = Path(__file__).parent / "results" / "sdedit_ceiling.md"
-        out.write_text(text)
+        atomic_write_text(out, text)
         print(f"wrote {out}")
     return 0
 
