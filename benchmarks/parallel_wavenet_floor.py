@@ -55,8 +55,7 @@ def best_logistics(log_p: np.ndarray, iters: int = 600):
         opt.zero_grad()
         kl.sum().backward()
         opt.step()
-    q, log_q = q.detach().numpy(), log_q.detach().numpy()
-    return kl.detach().numpy(), -(q * log_p).sum(1) * dx
+    return kl.detach().numpy(), -(q.detach().numpy() * log_p).sum(1) * dx
 
 
 def main(argv=None) -> int:

@@ -64,9 +64,9 @@ at the power the student settles at, 21 at 1%).
 
 What it does on the synthetic default audio (2000 steps): audible samples at 79-81% of the test
 clips' power, scored by the teacher at 5.57 / 5.60 / 5.48 bits/sample at seeds 0 / 1 / 2 (1.18x,
-1.18x, 1.16x the teacher's test NLL; the issue's 1.1x is not reached; the paper's data-target loss at 600 steps,
-the earlier default, gave 6.15, 1.30x), 80x faster than the teacher's incremental sampler at
-batch 1. Where the rest is lost: ``python benchmarks/parallel_wavenet_floor.py RUN`` fits, on the
+1.18x, 1.16x the teacher's test NLL; the issue's 1.1x is not reached; the paper's data-target
+loss at 600 steps, the earlier default, gave 6.15, 1.30x), 81-92x faster than the teacher's
+incremental sampler at batch 1. Where the rest is lost: ``python benchmarks/parallel_wavenet_floor.py RUN`` fits, on the
 student's own contexts, the best single logistic to each step's teacher conditional: its KL is
 0.11 nats/sample against the student's 0.73, so the one-logistic output form is not the limit;
 the student's networks do not find (M_t, S_t) that close. Neither more steps (5000: 1.14x), 32
@@ -277,6 +277,7 @@ class ParallelWaveNet(GenerativeModel):
 
     @property
     def student_dtype(self):
+        """The student's floating dtype (the reference spectrum is computed in it)."""
         return self.student.flows[0].out2.bias.dtype
 
     # ---- the model interface ----------------------------------------------------------------
