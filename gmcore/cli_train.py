@@ -201,10 +201,14 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve_ckpt(path: str) -> Path:
-    """The checkpoint stem (``RUN/last``) of a run folder or checkpoint path; a clear error when
-    there is no run there."""
+    """The checkpoint stem of a run folder (``RUN/best`` when the run kept one with --val-split:
+    the weights its metrics.json describes; else ``RUN/last``) or of a checkpoint path; a clear
+    error when there is no run there."""
     p = Path(path)
-    stem = p / "last" if p.is_dir() else (p.with_suffix("") if p.suffix in (".json", ".safetensors") else p)
+    if p.is_dir():
+        stem = p / "best" if (p / "best.safetensors").exists() else p / "last"
+    else:
+        stem = p.with_suffix("") if p.suffix in (".json", ".safetensors") else p
     # last.safetensors is the checkpoint; a last.json alone is an older run's sidecar format
     if not any(stem.with_name(stem.name + ext).exists() for ext in (".safetensors", ".json")):
         where = "the folder has no last.safetensors" if p.is_dir() else \

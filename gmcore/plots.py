@@ -55,7 +55,8 @@ def save_image_grid(images, path, nrow: int | None = None, scale: int = 4) -> No
 
 def save_loss_curve(records: list[dict], path, keys=("loss",), eval_key: str | None = "test_bits") -> None:
     """Plot training losses (``records``: the metrics log rows) against step into a PNG, and the
-    test rows' ``eval_key`` (default: the test bits, labelled with their unit) on a second axis."""
+    test rows' ``eval_key`` (default: the test bits, labelled with their unit) on a second axis,
+    with the validation rows' same figure (``val_...``) where the run has them."""
     try:
         import matplotlib
 
@@ -71,17 +72,25 @@ def save_loss_curve(records: list[dict], path, keys=("loss",), eval_key: str | N
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if eval_key:
-        test = [r for r in records if r.get("split") == "test"]
-        # rows written before the generic key existed have only test_bits_per_dim
-        value = (lambda r: r.get("test_bits", r.get("test_bits_per_dim"))) if eval_key == "test_bits" \
-            else (lambda r: r.get(eval_key))
-        pts = [(r["step"], value(r)) for r in test if value(r) is not None]
-        if pts:
-            label = f"test bits/{test[-1].get('unit', 'dim')}" if eval_key == "test_bits" else \
-                {"test_nll_nats": "test NLL (nats)"}.get(eval_key, eval_key)
-            ax2 = ax.twinx()
-            ax2.plot(*zip(*pts), "o-", color="tab:red", label=label)
-            ax2.set_ylabel(label)
+        ax2 = None
+        # --val-split runs log "val" rows (val_bits, ...) beside the final test row
+        for split, color in (("val", "tab:green"), ("test", "tab:red")):
+            if split == "val" and not eval_key.startswith("test_"):
+                continue
+            rows = [r for r in records if r.get("split") == split]
+            key = eval_key if split == "test" else "val_" + eval_key[len("test_"):]
+            # rows written before the generic key existed have only test_bits_per_dim
+            value = (lambda r, key=key: r.get(key, r.get(key + "_per_dim"))) if key.endswith("_bits") \
+                else (lambda r, key=key: r.get(key))
+            pts = [(r["step"], value(r)) for r in rows if value(r) is not None]
+            if not pts:
+                continue
+            label = f"{split} bits/{rows[-1].get('unit', 'dim')}" if key.endswith("_bits") else \
+                {"test_nll_nats": "test NLL (nats)", "val_nll_nats": "val NLL (nats)"}.get(key, key)
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(*zip(*pts), "o-", color=color, label=label)
+            ax2.set_ylabel(label.replace("val ", "").replace("test ", ""))
+        if ax2 is not None:
             ax2.legend(loc="upper center")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper right")

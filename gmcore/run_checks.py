@@ -97,6 +97,13 @@ def check_run_fields(state, file, known_models=None) -> None:
             _fail(file, "base.model_name", f"names no known model: {base['model_name']!r}")
         _need_dict(file, "base.model_config", base["model_config"])
         _need_dict(file, "base.data", base["data"], ("name", "shape", "num_levels"))
+    if state.get("validation") is not None:   # --val-split: the best validation so far
+        val = _need_dict(file, "validation", state["validation"], ("best_nll", "best_step", "bad_evals"))
+        _need_int(file, "validation.bad_evals", val["bad_evals"])
+        if val["best_step"] is not None:
+            _need_int(file, "validation.best_step", val["best_step"])
+            if not isinstance(val["best_nll"], Real) or isinstance(val["best_nll"], bool):
+                _fail(file, "validation.best_nll", f"must be a number, got {val['best_nll']!r}")
     acc = state.get("log_acc", {})
     if not isinstance(acc, dict) or not all(isinstance(v, Real) and not isinstance(v, bool)
                                             for v in acc.values()):

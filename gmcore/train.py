@@ -10,6 +10,8 @@ One run lives in one folder (``--out``, default ``runs/<model>``)::
     last.safetensors   the latest checkpoint, one file: weights, optimizers, EMA, and in its header
                        the configs, step, scheduler, RNG and data-loader state (see gmcore.io)
     last.json          a readable copy of that header (loading does not need it)
+    best.safetensors   with --val-split: the checkpoint of the step with the best validation NLL
+                       (and best.json); the final figures are its weights' (see gmcore.validation)
     samples.png        a grid of samples;  loss_curve.png  the losses against step
     progress.png       models without a likelihood (GANs) on images: a row of fixed-noise
                        samples per evaluation (rows kept in progress.npz)
@@ -22,6 +24,12 @@ moments, scheduler, EMA, gmcore's RNG, the data loader's position, the partial s
 next metrics row), so on the CPU a resumed run reproduces the uninterrupted run's losses bit
 for bit. Evaluation draws from its own generator seeded by (seed, step): when and how often it
 runs never changes the training path.
+
+Validation (``--val-split F``): a seeded fraction F of the training set is held out and scored
+every ``--eval-every`` steps and at the last step ("val" rows) instead of the test set; the
+final test NLL, samples and pictures are those of the best validation step's weights, kept in
+``best.safetensors``, and ``--patience N`` stops training after N validations in a row without
+a better NLL. The baseline (metrics.json's ``baseline_*``) is fitted on the whole training set.
 
 Stopping: the first Ctrl-C (or SIGTERM) lets the current step finish, saves the state of that
 completed step and returns ``{"interrupted": True}`` (the CLI exits 130); a second Ctrl-C quits
@@ -80,6 +88,15 @@ class TrainConfig:
     log_every: int = field(default=25, metadata={"help": "steps between metrics.jsonl rows", "min": 1})
     eval_every: int = field(default=500, metadata={"help": "steps between test evaluations (0 = end only)",
                                                    "min": 0})
+    val_split: float = field(default=0.0, metadata={
+        "help": "hold out this fraction of the training set (drawn by --seed) for validation: the "
+                "evaluations every --eval-every steps and at the end score it instead of the test "
+                "set, the weights of the step with the best validation NLL are kept "
+                "(best.safetensors), and the final test figures, samples and pictures are theirs "
+                "(0 = off)", "min": 0.0})
+    patience: int = field(default=0, metadata={
+        "help": "early stopping, with --val-split: end training once this many validations in a "
+                "row bring no better NLL (0 = train all --steps)", "min": 0})
     ckpt_every: int = field(default=500, metadata={"help": "steps between checkpoints (0 = end only)",
                                                    "min": 0})
     num_samples: int = field(default=64, metadata={"help": "samples in samples.png", "min": 0})
@@ -100,6 +117,13 @@ class TrainConfig:
             raise ValueError(f"ema must be 0 (off) or a decay in (0, 1), got {self.ema}")
         if self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda[:N], got {self.device!r}")
+        if not 0.0 <= self.val_split < 1.0:
+            raise ValueError(f"val_split must be 0 (off) or a fraction in (0, 1), got {self.val_split}")
+        if self.patience and not self.val_split:
+            raise ValueError("--patience stops on the validation NLL: it needs --val-split F")
+        if self.val_split and not self.eval_every:
+            raise ValueError("--val-split needs --eval-every N > 0: the validations every N steps "
+                             "are what picks the best step")
 
 
 def _dataset_options(spec, model_cfg) -> dict:
@@ -141,6 +165,10 @@ class Run:
         except TypeError as exc:  # the model's flags ask for a data option this data set lacks
             raise ValueError(f"{model_name} with these flags needs the data option(s) {opts}, which "
                              f"dataset {self.dataset_name!r} lacks ({exc})") from None
+        self.whole_train_set = self.train_set   # what the baseline is fitted on: all of it
+        self.val_set = None
+        if tcfg.val_split:   # --val-split: the model fits the rest (gmcore.validation)
+            self.train_set, self.val_set = gdata.validation_split(self.train_set, tcfg.val_split, tcfg.seed)
         self.info = DataInfo(shape=tuple(self.train_set.shape),
                              num_levels=int(getattr(self.train_set, "num_levels", 0) or 0),
                              name=self.dataset_name,
@@ -156,9 +184,18 @@ class Run:
             from .nn import SyncBatchNorm
             self.model = SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model = self.model.to(tcfg.device)
+        self.validation = None
+        if self.val_set is not None:
+            if self.model.nll_kind == "none" or not getattr(self.model, "trainable", True):
+                why = "has no likelihood to validate" if self.model.nll_kind == "none" else \
+                    "is fitted in closed form, with no steps to choose from"
+                raise ValueError(f"--val-split picks the step with the best validation NLL; {model_name} {why}")
+            from .validation import Validation
+            self.validation = Validation(tcfg.patience)
         # what the loader and the evaluation iterate (a second stage's latents, computed once)
         self.train_data = model_data(self.model, self.train_set)
         self.test_data = model_data(self.model, self.test_set)
+        self.val_data = model_data(self.model, self.val_set) if self.val_set is not None else None
         self.optimizers = self._optimizers()
         # one schedule (warm-up, then constant or cosine) for every optimizer, on its own lr
         self.schedulers = {name: optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
@@ -259,6 +296,7 @@ class Run:
             "loader": self.loader.state_dict(),
             "log_acc": dict(self.log_acc),
             "world_size": self.dp.world,
+            **({"validation": self.validation.state_dict()} if self.validation else {}),
             **({"base": self.base_identity} if self.base_identity else {}),
         }
 
@@ -298,6 +336,15 @@ class Run:
                              f"written by a run on {saved_world} (the data loader's position is per "
                              f"rank); resume it with {'mpiexec -n %d ' % saved_world if saved_world > 1 else ''}"
                              "gmcore train ... --resume")
+        saved_tc = state["train_config"]
+        saved_split = float(saved_tc.get("val_split", 0.0) or 0.0)
+        if saved_split != self.tcfg.val_split or (saved_split and saved_tc.get("seed") != self.tcfg.seed):
+            raise ValueError(f"cannot resume {self.out} with --val-split {self.tcfg.val_split} and --seed "
+                             f"{self.tcfg.seed}: it was trained with {saved_split} and {saved_tc.get('seed')} "
+                             "(the two decide which examples it fits)")
+        if self.validation is not None and not isinstance(state.get("validation"), dict):
+            raise io.CheckpointError(f"{file}: a --val-split run's checkpoint must hold its validation "
+                                     "record (field 'validation')")
         if sorted(state["optimizers"]) != sorted(self.optimizers):
             raise ValueError(f"cannot resume {self.out}: the checkpoint holds the optimizers "
                              f"{sorted(state['optimizers'])}, the model has {sorted(self.optimizers)}")
@@ -312,6 +359,8 @@ class Run:
         self.loader.load_state_dict(state["loader"])
         self.step = state["step"]
         self.log_acc = dict(state.get("log_acc", {}))
+        if self.validation is not None:
+            self.validation.load_state_dict(state["validation"])
 
 
 def _weights_digest(model) -> str:
@@ -600,6 +649,10 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log, dp) -> d
             # nothing to train: a re-evaluation would only append a duplicate test row
             raise ValueError(f"{out} is already at step {run.step}: use a larger --steps to continue it "
                              f"(--steps {tcfg.steps} asks for no more; gmcore eval {out} evaluates it)")
+        if run.validation is not None and run.validation.exhausted:
+            v = run.validation
+            raise ValueError(f"{out} stopped early at step {run.step}: {v.bad_evals} validations without a "
+                             f"better NLL than step {v.best_step}'s; a larger --patience (or 0) trains on")
         log(f"resumed {out} at step {run.step}")
     elif tcfg.resume and not (out / "config.json").exists():
         raise FileNotFoundError(f"nothing to resume in {out}: it holds no run (no last.safetensors)")
@@ -641,10 +694,11 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log, dp) -> d
         stopped = _loop(run, write_row, log)
         if stopped is not None:
             return stopped
-        final = _run_eval(run, write_row)
-    result = {"model": model_name, "dataset": run.dataset_name, "step": run.step, **final}
+        picked = _select_best(run, log) if run.validation is not None else {}
+        final = _run_eval(run, write_row, step=picked.get("selected_step", run.step))
+    result = {"model": model_name, "dataset": run.dataset_name, "step": run.step, **final, **picked}
     if main:   # the baseline, samples and pictures: rank 0's alone
-        result.update(_baseline(run))
+        result.update(_baseline(run))   # fitted on the whole training set, validation split included
         from .progress import show_progress
         with show_progress(tcfg.progress):   # bars over long samplers, as the steps' bar
             result.update(_pictures(run, rows))
@@ -657,12 +711,16 @@ def _train_in(out: Path, model_name: str, tcfg: TrainConfig, mcfg, log, dp) -> d
     return result
 
 
-def _run_eval(run, write_row) -> dict:
+def _run_eval(run, write_row, step=None) -> dict:
+    """Test figures of the run's weights; ``step``: the step they are from (default the current
+    one; a --val-split run's final evaluation: the selected step), which seeds the evaluation as
+    ``gmcore eval`` of that step's checkpoint does."""
+    step = run.step if step is None else step
     ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
     with ctx:
-        res = evaluate(run.model, run.test_data, seed=eval_seed(run.tcfg.seed, run.step),
+        res = evaluate(run.model, run.test_data, seed=eval_seed(run.tcfg.seed, step),
                        device=run.tcfg.device, dp=run.dp)
-    write_row({"step": run.step, "split": "test", **res})
+    write_row({"step": step, "split": "test", **res})
     grid = None
     if _shows_progress(run) and run.dp.is_main:
         grid = _progress_frame(run)
@@ -770,7 +828,15 @@ def _loop(run, write_row, log) -> dict | None:
                 stopping = run.dp.any(stop.requested)   # a Ctrl-C on any rank stops them all here
                 if stopping:
                     break
-                if tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
+                if run.validation is not None:
+                    if run.step % tcfg.eval_every == 0 or run.step == tcfg.steps:
+                        _validate(run, write_row, log)
+                        if run.validation.exhausted:
+                            v = run.validation
+                            log(f"early stopping at step {run.step}: {v.bad_evals} validations without "
+                                f"a better NLL (--patience {v.patience}); the best was at step {v.best_step}")
+                            break
+                elif tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
                     res = _run_eval(run, write_row)
                     if res["unit"] != "none":
                         figure = f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
@@ -804,6 +870,51 @@ def _loop(run, write_row, log) -> dict | None:
     return None
 
 
+def _validate(run, write_row, log) -> None:
+    """Score the validation split (a "val" row); at a new best, write ``best.safetensors``."""
+    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
+    with ctx:
+        res = evaluate(run.model, run.val_data, seed=eval_seed(run.tcfg.seed, run.step),
+                       device=run.tcfg.device, dp=run.dp)
+    write_row({"step": run.step, "split": "val",
+               **{(f"val_{k[len('test_'):]}" if k.startswith("test_") else k): v for k, v in res.items()}})
+    v = run.validation
+    if v.record(run.step, res["test_nll_nats"]):
+        if run.dp.is_main:
+            io.save_checkpoint(run.out / "best", run.state())
+        run.dp.barrier()   # the file is in place before any rank may read it
+    figure = f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
+        f"{res['test_bits']:.4f} bits/{res['unit']}"
+    log(f"step {run.step}: validation {figure} (best at step {v.best_step})")
+
+
+def _select_best(run, log) -> dict:
+    """Load the weights of the best validation step (``best.safetensors``) into the run for
+    its final test evaluation, samples and pictures; returns what metrics.json records of it."""
+    v = run.validation
+    picked = {"val_split": run.tcfg.val_split, "val_examples": len(run.val_set),
+              "stopped_early": v.exhausted}
+    if v.best_step is None:   # no validation ran (--steps 0): the weights as they are
+        log("no validation ran: the final figures are of the last weights")
+        return {**picked, "selected_step": run.step}
+    file = run.out / "best.safetensors"
+    best = io.load_checkpoint(run.out / "best", device=run.tcfg.device)
+    run_checks.check_run_fields(best, file)
+    run_checks.check_run_tensors(best, file, run.model, ema=run.ema)
+    load_weights(run.model, best["model"], file)
+    if run.ema is not None:
+        run.ema.load_state_dict(best["ema"])
+    if best["step"] != v.best_step:
+        # only after a crash past a new best and a resume that did not find it again (a GPU's
+        # nondeterminism): the file is the truth, the record's NLL is another step's
+        log(f"{file} holds step {best['step']}, the validation record step {v.best_step}: the final "
+            f"figures are of step {best['step']}")
+        return {**picked, "selected_step": best["step"]}
+    log(f"the final figures are of step {v.best_step}, the best validation NLL "
+        f"({v.best_nll:.4f} nats per example)")
+    return {**picked, "selected_step": v.best_step, "val_nll_nats": v.best_nll}
+
+
 def _learning_rates(run) -> dict:
     """The log row's learning rates: ``lr`` for one optimizer, ``lr_<name>`` for several."""
     if list(run.schedulers) == ["main"]:
@@ -818,12 +929,12 @@ def _baseline(run) -> dict:
 
     if run.info.num_levels == 0 and len(run.info.shape) == 1:
         from .baselines import gmm_baseline_nll
-        nats = gmm_baseline_nll(run.train_set.arrays[0], run.test_set.arrays[0], k=10, seed=run.tcfg.seed)
+        nats = gmm_baseline_nll(run.whole_train_set.arrays[0], run.test_set.arrays[0], k=10, seed=run.tcfg.seed)
         return {"baseline": "10-component full-covariance Gaussian mixture (EM)",
                 "baseline_gmm10_nll_nats": nats}
-    if not isinstance(run.train_set, ImageArrayDataset) or not run.info.num_levels:
+    if not isinstance(run.whole_train_set, ImageArrayDataset) or not run.info.num_levels:
         return {}
-    nats = metrics.categorical_baseline_nll(run.train_set.arrays[0], run.test_set.arrays[0],
+    nats = metrics.categorical_baseline_nll(run.whole_train_set.arrays[0], run.test_set.arrays[0],
                                             run.info.num_levels)
     return {"baseline": "per-pixel independent categorical", "baseline_bits_per_dim":
             metrics.bits_per_dim(nats, run.info.dims)}

@@ -25,6 +25,7 @@ from .text import CharText
 from .audio import Audio, mu_law_encode, mu_law_decode, read_wav, write_wav, synthetic_signal
 from .registry import DATASETS, DatasetInfo, get_dataset
 from .distributed import DistributedSampler
+from .split import validation_split
 
 __all__ = ["Dataset", "ArrayDataset", "TensorDataset", "DataLoader", "default_collate",
            "Digits", "load_digits_arrays", "DIGITS_TRAIN_SIZE", "DIGITS_TEST_SIZE",
@@ -32,4 +33,5 @@ __all__ = ["Dataset", "ArrayDataset", "TensorDataset", "DataLoader", "default_co
            "ImageFolder", "Toy2D", "make_moons", "make_circles", "make_swiss_roll",
            "make_8gaussians", "make_checkerboard", "CharText", "Audio", "mu_law_encode",
            "mu_law_decode", "read_wav", "write_wav", "synthetic_signal", "DATASETS",
-           "DatasetInfo", "get_dataset", "DataError", "PickleDataError", "DistributedSampler"]
+           "DatasetInfo", "get_dataset", "DataError", "PickleDataError", "DistributedSampler",
+           "validation_split"]

@@ -112,3 +112,18 @@ def test_a_failing_rank_ends_every_rank_and_leaves_the_checkpoint_whole(tmp_path
     assert state["step"] == 2 and state["world_size"] == 2
     assert not [p for p in out.iterdir() if p.name not in ("config.json", "metrics.jsonl", "last.json",
                                                            "last.safetensors", "run.lock")]
+
+
+def test_two_ranks_validate_and_select_as_one_process(tmp_path):
+    # the validation split is sharded over the ranks like the test set; rank 0 writes best.safetensors.
+    # MAF's ActNorm initialises on the first batch: from every rank's shard, the replicas started
+    # apart and the run died at its first checkpoint ("the replicas diverged"); now from the whole batch
+    args = ["train", "maf", "--dataset", "moons", "--steps", "20", "--batch-size", "64", "--layers", "1",
+            "--hidden", "8", "--ema", "0", *QUIET[:-2], "--val-split", "0.1", "--eval-every", "5"]
+    one = _run(_gmcore(*args, "--out", str(tmp_path / "one")), ranks=0)
+    two = _run(_gmcore(*args, "--out", str(tmp_path / "two")))
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
+    assert a["selected_step"] == b["selected_step"] and a["val_examples"] == b["val_examples"] == 100
+    assert abs(a["val_nll_nats"] - b["val_nll_nats"]) <= 1e-5 * abs(a["val_nll_nats"])
+    assert (tmp_path / "two" / "best.safetensors").exists() and two.stdout.count(": validation") == 4

@@ -22,6 +22,12 @@ from ..parameter import Parameter
 __all__ = ["ActNorm2d", "InvConv2d1x1", "GlowStep"]
 
 
+def _world() -> int:
+    """Ranks of the data-parallel group (1 outside mpiexec)."""
+    from ... import distributed
+    return distributed.get_world_size()
+
+
 class ActNorm2d(Flow):
     """Per-channel ``y = scale * (x + loc)`` with data-dependent initialisation: the first
     ``forward`` in training mode sets ``loc = -mean`` and ``scale = 1/(std + eps)`` from that
@@ -49,11 +55,27 @@ class ActNorm2d(Flow):
 
     def _maybe_init(self, x):
         if self.training and not bool(self.initialized):
-            loc, scale = F.actnorm_init(x, self.eps)
+            loc, scale = F.actnorm_init(x, self.eps) if _world() == 1 else self._global_init(x)
             with no_grad():
                 self.loc.copy_(loc)
                 self.scale.copy_(scale)
                 self.initialized.fill_(1)
+
+    def _global_init(self, x):
+        """``actnorm_init`` over every rank's batch (data-parallel training): each rank's own
+        shard would give each replica its own start, and they would never agree again."""
+        from ..sync_batchnorm import all_reduce_sum
+
+        dims = (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        with no_grad():
+            x = x.detach()
+            n = all_reduce_sum(creation.tensor([float(np.prod([x.shape[d] for d in dims]))],
+                                               dtype="float64", device=x.device)).item()
+            mean = all_reduce_sum(x.sum(dims)) / n
+            centred = x - mean.reshape(shape)
+            std = (all_reduce_sum((centred * centred).sum(dims)) / n).sqrt()
+            return -mean, 1.0 / (std + self.eps)
 
     def forward(self, x, context=None):
         self._maybe_init(x)
