@@ -98,7 +98,8 @@ def test_validation_record_patience_and_state():
 def test_val_run_scores_the_split_keeps_the_best_step_and_eval_reproduces_it(tmp_path, capsys):
     run = tmp_path / "run"
     name, tcfg, mcfg = parse_train_args("vae", ["--out", str(run), *FAST, *SMALL_VAE, "--steps", "40",
-                                                "--eval-every", "10", "--val-split", "0.2", "--lr", "3e-3"])
+                                                "--eval-every", "10", "--val-split", "0.2", "--lr", "3e-3",
+                                                "--ema", "0.9"])
     res = train.train(name, tcfg, mcfg, log=QUIET)
     val = _rows(run, "val")
     assert [r["step"] for r in val] == [10, 20, 30, 40]
