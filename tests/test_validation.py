@@ -197,3 +197,16 @@ def test_models_without_a_likelihood_or_steps_refuse_a_split(tmp_path):
         with pytest.raises(ValueError, match=why):
             train.train(name, tcfg, mcfg, log=QUIET)
         assert not (tmp_path / model / "config.json").exists()   # the folder was given back
+
+
+def test_a_malformed_validation_record_is_refused_by_name(tmp_path):
+    from gmcore.run_checks import check_run_fields
+    name, tcfg, mcfg = _maf(tmp_path, "run", "--steps", "5")
+    train.train(name, tcfg, mcfg, log=QUIET)
+    state = gm.io.load_checkpoint(tmp_path / "run" / "last")
+    check_run_fields(state, "last.safetensors")          # as written: accepted
+    for bad, field in (({"best_nll": "low", "best_step": 5, "bad_evals": 0}, "validation.best_nll"),
+                       ({"best_nll": 1.0, "best_step": -1, "bad_evals": 0}, "validation.best_step"),
+                       ({"best_nll": 1.0, "best_step": 5}, "validation.bad_evals")):
+        with pytest.raises(gm.io.CheckpointError, match=field):
+            check_run_fields({**state, "validation": bad}, "last.safetensors")
