@@ -4,8 +4,8 @@ With ``--val-split F`` the training loop holds out a fraction ``F`` of the train
 (:func:`gmcore.data.split.validation_split`), scores it every ``--eval-every`` steps and at the
 last step, and keeps the checkpoint of the step with the lowest validation NLL as
 ``best.safetensors``. The run's final figures (test NLL, samples, pictures) are those of that
-step's weights, the model selection the flow papers use (MAF, Glow, neural spline flows all
-early-stop on a validation set); ``--patience N`` also ends training once N validations in a
+step's weights, the model selection the density-estimation papers use (MAF and neural spline
+flows early-stop on a validation set); ``--patience N`` also ends training once N validations in a
 row bring no better NLL (early stopping). The test set is never used to choose anything.
 
 >>> v = Validation(patience=2)
