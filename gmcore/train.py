@@ -716,10 +716,7 @@ def _run_eval(run, write_row, step=None) -> dict:
     one; a --val-split run's final evaluation: the selected step), which seeds the evaluation as
     ``gmcore eval`` of that step's checkpoint does."""
     step = run.step if step is None else step
-    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
-    with ctx:
-        res = evaluate(run.model, run.test_data, seed=eval_seed(run.tcfg.seed, step),
-                       device=run.tcfg.device, dp=run.dp)
+    res = _score(run, run.test_data, step)
     write_row({"step": step, "split": "test", **res})
     grid = None
     if _shows_progress(run) and run.dp.is_main:
@@ -728,6 +725,21 @@ def _run_eval(run, write_row, step=None) -> dict:
         run.tb.image("samples", grid if grid is not None else _tensorboard_grid(run), run.step)
         run.tb.flush()
     return res
+
+
+def _score(run, data, step) -> dict:
+    """``evaluate`` of the run's weights (the EMA average when kept) on ``data`` (its test or
+    validation split), with the evaluation seed of ``step``."""
+    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
+    with ctx:
+        return evaluate(run.model, data, seed=eval_seed(run.tcfg.seed, step), device=run.tcfg.device,
+                        dp=run.dp)
+
+
+def _figure(res) -> str:
+    """An evaluation's NLL for the log: nats on continuous data, else bits per unit."""
+    return f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
+        f"{res['test_bits']:.4f} bits/{res['unit']}"
 
 
 def _tensorboard_grid(run):
@@ -839,9 +851,7 @@ def _loop(run, write_row, log) -> dict | None:
                 elif tcfg.eval_every and run.step % tcfg.eval_every == 0 and run.step < tcfg.steps:
                     res = _run_eval(run, write_row)
                     if res["unit"] != "none":
-                        figure = f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
-                            f"{res['test_bits']:.4f} bits/{res['unit']}"
-                        log(f"step {run.step}: test {figure} ({res['nll_kind']})")
+                        log(f"step {run.step}: test {_figure(res)} ({res['nll_kind']})")
                 if tcfg.ckpt_every and run.step % tcfg.ckpt_every == 0:
                     run.save()
         except KeyboardInterrupt:
@@ -872,10 +882,7 @@ def _loop(run, write_row, log) -> dict | None:
 
 def _validate(run, write_row, log) -> None:
     """Score the validation split (a "val" row); at a new best, write ``best.safetensors``."""
-    ctx = run.ema.average_parameters() if run.ema else contextlib.nullcontext()
-    with ctx:
-        res = evaluate(run.model, run.val_data, seed=eval_seed(run.tcfg.seed, run.step),
-                       device=run.tcfg.device, dp=run.dp)
+    res = _score(run, run.val_data, run.step)
     write_row({"step": run.step, "split": "val",
                **{(f"val_{k[len('test_'):]}" if k.startswith("test_") else k): v for k, v in res.items()}})
     v = run.validation
@@ -883,9 +890,7 @@ def _validate(run, write_row, log) -> None:
         if run.dp.is_main:
             io.save_checkpoint(run.out / "best", run.state())
         run.dp.barrier()   # the file is in place before any rank may read it
-    figure = f"{res['test_nll_nats']:.4f} nats" if res["unit"] == "nats" else \
-        f"{res['test_bits']:.4f} bits/{res['unit']}"
-    log(f"step {run.step}: validation {figure} (best at step {v.best_step})")
+    log(f"step {run.step}: validation {_figure(res)} (best at step {v.best_step})")
 
 
 def _select_best(run, log) -> dict:
