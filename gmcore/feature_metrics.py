@@ -80,6 +80,11 @@ class DigitsFeatures:
         x = np.asarray(images.detach().cpu().numpy() if isinstance(images, Tensor) else images, np.float64)
         if x.ndim < 2 or x[0].size != 64:
             raise ValueError(f"digits features need 8x8 images (N, 1, 8, 8) or (N, 64), got shape {x.shape}")
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(1)
+        if bad.any():   # else the FID's matrix square root fails far from the cause
+            raise ValueError(f"digits features: {int(bad.sum())} of {len(x)} images have non-finite "
+                             f"pixels (NaN or inf), e.g. image {int(np.argmax(bad))}; the sampler "
+                             "that drew them diverged")
         h = Tensor(x.reshape(len(x), 64))
         w = self.weights
         with no_grad():

@@ -98,3 +98,10 @@ def test_precision_recall_argument_errors():
         fm.precision_recall(a, np.zeros((10, 4)))
     with pytest.raises(ValueError, match="k must be a positive integer"):
         fm.precision_recall(a, a, k=0)
+
+
+def test_non_finite_images_are_named_before_the_features():
+    images = np.zeros((5, 1, 8, 8))
+    images[3, 0, 2, 2] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 5 images have non-finite pixels .* image 3"):
+        fm.DigitsFeatures.get().features(images)

@@ -165,3 +165,27 @@ def test_glow_run_resumes_bit_for_bit(tmp_path, monkeypatch):
     # actnorm's data-dependent initialisation is state (its ``initialized`` buffer): a resumed
     # run must not initialise again from the batch it resumes on
     check_crash_resume(tmp_path, monkeypatch, "glow", Glow, ["--hidden", "8", "--depth", "1", *FAST])
+
+
+def test_draws_that_overflow_are_blank_and_reported():
+    """An inverse that overflows gives NaN pixels; the sampler keeps the draw (as 0 there, so it
+    counts against the sample figures) and warns with the count."""
+    gm.manual_seed(0)
+    model = Glow(Glow.Config(**TINY[Glow]), DataInfo((1, 4, 4), 17))
+    real = model.sample_flow_space
+
+    def overflowing(n, generator=None, temperature=1.0):
+        y = real(n, generator=generator, temperature=temperature)
+        y[1, 0, 2] = float("nan")
+        y[3] = float("nan")
+        return y
+
+    model.sample_flow_space = overflowing
+    with pytest.warns(RuntimeWarning, match="2 of 5 draws overflowed"):
+        s = model.sample(5, generator=gm.Generator().manual_seed(0))
+    a = s.numpy()
+    assert np.isfinite(a).all() and a[1, 0, 2].max() == 0 and a[3].max() == 0
+    ref = Glow(Glow.Config(**TINY[Glow]), DataInfo((1, 4, 4), 17))
+    ref.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(a[[0, 2, 4]],
+                                  ref.sample(5, generator=gm.Generator().manual_seed(0)).numpy()[[0, 2, 4]])

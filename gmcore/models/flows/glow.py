@@ -23,7 +23,10 @@ What differs from the paper: the coupling networks are small (3x3, 1x1, 3x3 conv
 standard-normal prior (Glow learns one), no class conditioning, and the uniformly dequantized
 inputs go through RealNVP's logit map first (``--preprocess logit``; ``affine`` is ``x - 0.5``,
 Glow's choice, about 0.3 bits/dim worse on digits) (``FlowModel``; the NLL is the
-dequantization bound of the discrete data, as the paper's).
+dequantization bound of the discrete data, as the paper's). ``--dequantization variational``
+(every image flow has it) learns the noise instead, Flow++'s variational dequantization
+(:class:`gmcore.nn.flows.VariationalDequantizer`): a tighter bound of the same kind, 1.876
+bits/dim on digits against 1.978 at seed 0.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from ...nn.flows import (AffineCoupling, FactorOut, FlowDensity, FlowSequential,
                          Squeeze, StandardNormal, Unsqueeze)
 from ..base import DataInfo
 from ..registry import register
-from ._density import FlowModel
+from ._density import DequantizationConfig, FlowModel
 
 __all__ = ["Glow", "GlowConfig", "TEMPERATURES"]
 
@@ -44,7 +47,7 @@ TEMPERATURES = (0.0, 0.5, 0.7, 1.0)   # the rows of temperature.png
 
 
 @dataclass
-class GlowConfig:
+class GlowConfig(DequantizationConfig):
     preprocess: str = field(default="logit", metadata={
         "help": "map of the dequantized images into the flow's space: logit (RealNVP's, "
                 "alpha 0.05) or affine (x - 0.5)", "choices": ["logit", "affine"]})

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from ...nn.flows import FlowDensity, FlowSequential, LULinear, StandardNormal
 from ..base import DataInfo
 from ..registry import register
-from ._density import FlowModel
+from ._density import DequantizationConfig, FlowModel
 
 __all__ = ["LinearFlow", "LinearFlowConfig"]
 
 
 @dataclass
-class LinearFlowConfig:
+class LinearFlowConfig(DequantizationConfig):
     layers: int = field(default=1, metadata={"help": "LU linear maps stacked (the density is "
                                                       "Gaussian for any number)", "min": 1})
     permutation: str = field(default="random", metadata={

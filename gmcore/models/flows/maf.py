@@ -41,13 +41,13 @@ from ...nn.flows import FlowDensity, FlowSequential, MaskedAffineAutoregressive,
 from ...nn.flows.actnorm1d import ActNorm1d
 from ...nn.flows.made_mog import MADEMoG
 from ..registry import register
-from ._density import FlowModel
+from ._density import DequantizationConfig, FlowModel
 
 __all__ = ["MAF", "MAFConfig"]
 
 
 @dataclass
-class MAFConfig:
+class MAFConfig(DequantizationConfig):
     layers: int = field(default=5, metadata={"help": "autoregressive (MADE) layers (0: only the "
                                                      "MoG base, with --base mog)", "min": 0})
     hidden: int = field(default=256, metadata={"help": "units per MADE hidden layer", "min": 1})

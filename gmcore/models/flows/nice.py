@@ -27,7 +27,7 @@ from ...nn.flows import (AdditiveCoupling, FlowDensity, FlowSequential, Scaling,
                          mlp_conditioner)
 from ..base import DataInfo
 from ..registry import register
-from ._density import FlowModel
+from ._density import DequantizationConfig, FlowModel
 
 __all__ = ["NICE", "NICEConfig", "StandardLogistic"]
 
@@ -61,7 +61,7 @@ class StandardLogistic(Module):
 
 
 @dataclass
-class NICEConfig:
+class NICEConfig(DequantizationConfig):
     preprocess: str = field(default="logit", metadata={
         "help": "map of the dequantized images into the flow's space: logit (alpha 0.05) or "
                 "affine (x - 0.5)", "choices": ["logit", "affine"]})

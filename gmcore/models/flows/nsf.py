@@ -34,13 +34,13 @@ from ...nn.flows import (FlowDensity, FlowSequential, RQSplineAutoregressive, RQ
 from ...nn.flows.actnorm1d import ActNorm1d
 from ...nn.flows.linear import LULinear
 from ..registry import register
-from ._density import FlowModel
+from ._density import DequantizationConfig, FlowModel
 
 __all__ = ["NSF", "NSFConfig"]
 
 
 @dataclass
-class NSFConfig:
+class NSFConfig(DequantizationConfig):
     variant: str = field(default="coupling", metadata={
         "help": "coupling (one pass each way) or autoregressive (MADE; sampling in D passes)",
         "choices": ["coupling", "autoregressive"]})

@@ -26,7 +26,9 @@ batch norm (``--norm batchnorm``), so that training's density does not depend on
 The inputs are uniformly dequantized images mapped by the paper's logit transform
 (``--preprocess logit``, alpha 0.05; ``affine`` is ``x - 0.5``) (``FlowModel``) and the NLL is
 the dequantization bound of the discrete data. On digits the logit map is worth about 0.3
-bits/dim (Glow, same budget: 2.09 against 2.39 with ``affine``).
+bits/dim (Glow, same budget: 2.09 against 2.39 with ``affine``). ``--dequantization
+variational`` (every image flow has it) learns the noise instead (Flow++;
+:class:`gmcore.nn.flows.VariationalDequantizer`): 1.882 bits/dim against 1.997.
 """
 from __future__ import annotations
 
@@ -37,13 +39,13 @@ from ...nn.flows import (ActNorm2d, AffineCoupling, BatchNormFlow, FactorOut, Fl
                          conv_conditioner, mlp_conditioner)
 from ..base import DataInfo
 from ..registry import register
-from ._density import FlowModel
+from ._density import DequantizationConfig, FlowModel
 
 __all__ = ["RealNVP", "RealNVPConfig"]
 
 
 @dataclass
-class RealNVPConfig:
+class RealNVPConfig(DequantizationConfig):
     preprocess: str = field(default="logit", metadata={
         "help": "map of the dequantized images into the flow's space: logit (RealNVP's, "
                 "alpha 0.05) or affine (x - 0.5)", "choices": ["logit", "affine"]})

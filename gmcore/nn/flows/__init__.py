@@ -16,10 +16,11 @@ from .iaf import IAFStep, iaf_flow
 from .autoregressive import MADENet, MaskedAffineAutoregressive  # noqa: F401
 from .spline import RQSplineAutoregressive, RQSplineCoupling  # noqa: F401
 from .made_mog import MADEMoG  # noqa: F401
+from .dequantization import VariationalDequantizer
 
 __all__ = ["Flow", "FlowSequential", "FlowDensity", "StandardNormal", "NoAnalyticInverse",
            "ActNorm2d", "InvConv2d1x1", "LULinear", "Permutation", "ReversePermutation",
            "ActNorm1d", "Planar", "Radial", "IAFStep", "iaf_flow",
            "GlowStep", "AdditiveCoupling", "AffineCoupling", "Scaling", "channel_split",
            "checkerboard_mask", "conv_conditioner", "mlp_conditioner", "FactorOut", "Reshape",
-           "Squeeze", "Unsqueeze", "BatchNormFlow"]
+           "Squeeze", "Unsqueeze", "BatchNormFlow", "VariationalDequantizer"]
