@@ -14,7 +14,7 @@ What differs from Flow++: affine couplings (checkerboard masks, scale ``exp(tanh
 than mixture-of-logistics CDF couplings, and a logistic base rather than a Gaussian. The logistic
 base makes the start exact uniform dequantization: the couplings start as the identity (their
 last layers are zero), ``u = sigmoid(eps)`` is uniform and ``log q = 0`` for every draw, so
-training can only move away from the uniform bound by improving it.
+training starts from the uniform bound, not from a worse one.
 
 >>> import gmcore as gm
 >>> deq = VariationalDequantizer((1, 4, 4), hidden=8, couplings=2)
