@@ -3,6 +3,7 @@
     python benchmarks/time_models.py                      # every row (about half an hour on 2 cores)
     python benchmarks/time_models.py --only vae pixelcnn  # rows whose model is named
     python benchmarks/time_models.py --steps 3 --no-save  # smoke run: every command, 3 steps
+    python benchmarks/time_models.py --only glow --keep runs/timed   # keep the run folders
 
 Method (the one the README's "time" column states): a quiet machine (nothing else running),
 default threads, each command run as a user types it (``gmcore train MODEL FLAGS``, into a fresh
@@ -55,6 +56,13 @@ ROWS = [
     ("maf", []),
     ("nsf", []),
     ("nsf", ["--variant", "autoregressive"]),
+    ("glow", ["--dequantization", "variational"]),
+    ("realnvp", ["--dequantization", "variational"]),
+    ("nsf", ["--dequantization", "variational"]),
+    ("nsf", ["--variant", "autoregressive", "--dequantization", "variational"]),
+    ("maf", ["--dequantization", "variational"]),
+    ("nice", ["--dequantization", "variational"]),
+    ("linear-flow", ["--dequantization", "variational"]),
     ("planar-flow", []),
     ("radial-flow", []),
     ("vqvae2", []),
@@ -150,11 +158,14 @@ def main(argv=None) -> int:
                    help="only rows whose flags include this one, without its dashes (e.g. posterior-flow)")
     p.add_argument("--steps", type=int, default=None, help="override the step count (smoke runs)")
     p.add_argument("--no-save", action="store_true", help="print, don't write benchmarks/results/")
+    p.add_argument("--keep", default=None, metavar="DIR",
+                   help="write the run folders into DIR and keep them (for gmcore eval afterwards)")
     args = p.parse_args(argv)
     rows = [r for r in ROWS if (not args.only or r[0] in args.only)
             and (args.with_flag is None or "--" + args.with_flag in r[1])]
     machine = f"{platform.machine()}-{os.cpu_count()}cpu"
-    work = Path(tempfile.mkdtemp(prefix="gmcore-time-models-"))
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gmcore-time-models-"))
+    work.mkdir(parents=True, exist_ok=True)
     results = []
     try:
         for model, flags in rows:
@@ -162,7 +173,8 @@ def main(argv=None) -> int:
             results.append(r)
             print(json.dumps(r), flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     table = markdown(results, machine)
     print(table)
     if not args.no_save:

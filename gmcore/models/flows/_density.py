@@ -18,7 +18,11 @@ Images with ``K`` levels (digits: 17), arriving in [0, 1] as ``level / (K - 1)``
 * ``nll = -log p(x) + D log K + log q(u | level)``: the dequantization bound on the NLL of the
   *discrete* data (:func:`gmcore.metrics.dequantization_nats`; ``log q = 0`` for uniform
   noise), one noise draw per example, nats per example; ``loss`` is its mean in bits per
-  dimension (``nll / (D ln 2)``).
+  dimension (``nll / (D ln 2)``). ``--dequant-samples K`` (also ``gmcore eval RUN
+  --dequant-samples K``) makes the test figure the importance-weighted bound over K draws,
+  ``-log mean_k exp(-nll_k)`` (Burda et al.'s estimator, as the VAEs' IWAE bound): still an upper
+  bound on the discrete NLL in expectation, tighter as K grows, and with uniform noise it tends
+  to ``-log P(level)`` itself. Training always uses one draw.
 
 Continuous points (the 2-D toys, ``num_levels == 0``): the flow models the points as they are;
 ``nll = -log p(x)`` in nats (an exact density, no dequantization, no bits/dim) and ``loss`` is
@@ -42,15 +46,24 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ... import creation as gc
+from ...functional import shape as _shape
 from ... import metrics
 from ...autograd import no_grad
 from ...nn.flows import FlowDensity, FlowSequential, VariationalDequantizer
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 
-__all__ = ["FlowModel", "NumericalInverseDensity", "FlowSampleOptions", "DequantizationConfig"]
+__all__ = ["FlowModel", "NumericalInverseDensity", "FlowSampleOptions", "FlowEvalOptions",
+           "DequantizationConfig"]
 
 DEQUANTIZATIONS = ("uniform", "variational")
+
+
+def _dequant_samples_field():
+    return field(default=1, metadata={
+        "help": "noise draws per test image: K > 1 gives the importance-weighted bound "
+                "-log mean_k p(x + u_k) / q(u_k | x), tighter as K grows (with uniform noise it "
+                "tends to the discrete NLL itself); training always uses one draw", "min": 1})
 
 
 @dataclass
@@ -66,6 +79,14 @@ class DequantizationConfig:
         "help": "channels of the variational dequantizer's networks", "min": 1})
     dequant_couplings: int = field(default=4, metadata={
         "help": "affine couplings of the variational dequantizer", "min": 1})
+    dequant_samples: int = _dequant_samples_field()
+
+
+@dataclass
+class FlowEvalOptions:
+    """``gmcore eval RUN --dequant-samples K`` (images): the importance-weighted bound."""
+
+    dequant_samples: int = _dequant_samples_field()
 
 
 @dataclass
@@ -100,6 +121,7 @@ class FlowModel(GenerativeModel):
     logit_alpha = 0.05         # logit preprocessing squeezes [0, 1) into [a, 1 - a) first
     flat_input = False         # True: images reach the flow as (B, D) vectors
     SampleOptions = FlowSampleOptions
+    EvalOptions = FlowEvalOptions
 
     def __init__(self, config, data: DataInfo):
         super().__init__(config, data)
@@ -122,6 +144,9 @@ class FlowModel(GenerativeModel):
         kind = getattr(config, "dequantization", "uniform")
         if kind not in DEQUANTIZATIONS:
             raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, got {kind!r}")
+        if self.continuous and self.dequant_samples != 1:
+            raise ValueError(f"{type(self).__name__}: --dequant-samples is for discrete images; "
+                             f"{name} is continuous points, modelled as they are")
         if kind == "uniform":
             return None
         if self.continuous:
@@ -131,12 +156,18 @@ class FlowModel(GenerativeModel):
                                       config.dequant_couplings)
 
     @property
+    def dequant_samples(self) -> int:
+        """Noise draws per image of the test bound (``--dequant-samples``; 1 without the field)."""
+        return int(getattr(self.config, "dequant_samples", 1))
+
+    @property
     def nll_kind(self):
         if self.continuous:
             return "exact (continuous density, nats)"
-        if self.dequantizer is not None:
-            return "variational dequantization bound"
-        return "dequantization bound"
+        kind = "variational dequantization bound" if self.dequantizer is not None \
+            else "dequantization bound"
+        k = self.dequant_samples
+        return kind if k == 1 else f"{kind}, importance-weighted (k={k})"
 
     # ---- data <-> flow space ---------------------------------------------------------------
     def _check(self, x: Tensor) -> Tensor:
@@ -188,17 +219,31 @@ class FlowModel(GenerativeModel):
         return self.flow.log_prob(x)
 
     def nll(self, batch, generator=None) -> Tensor:
-        """Nats per example: ``-log p(x)`` for points; the dequantization bound for images."""
+        """Nats per example: ``-log p(x)`` for points; the dequantization bound for images,
+        importance-weighted over ``dequant_samples`` noise draws when that is above 1."""
         x = self._check(batch[0])
+        k = self.dequant_samples
         if self.continuous:
+            if k != 1:
+                raise ValueError(f"{type(self).__name__}: --dequant-samples {k} is for discrete "
+                                 "images; continuous points have an exact density")
             return -self.log_prob_points(x)
+        if k == 1:
+            return self._dequantized_nll(x, generator)
+        # one draw per row of (k, B): -log mean_k exp(-nll_k), Burda et al.'s estimator
+        draws = [self._dequantized_nll(x, generator) for _ in range(k)]
+        return metrics.iwae_bound(-_shape.stack(draws, 0))
+
+    def _dequantized_nll(self, x: Tensor, generator=None) -> Tensor:
+        """The one-draw bound ``-log p(x + u) + D log K + log q(u | x)`` (B,) of images."""
         x, log_q = self.dequantize(x, generator)
         y, ld = self.to_flow_space(x)
         dq = metrics.dequantization_nats(self.data.dims, self.data.num_levels)
         return -(self.flow.log_prob(y) + ld) + dq + log_q
 
     def loss(self, batch):
-        nll = self.nll(batch).mean()
+        x = self._check(batch[0])
+        nll = (-self.log_prob_points(x) if self.continuous else self._dequantized_nll(x)).mean()
         if self.continuous:
             return nll, {}
         return nll / (self.data.dims * metrics.LN2), {}

@@ -48,6 +48,7 @@ class PlanarFlow(FlowModel):
     """
 
     Config = PlanarFlowConfig
+    EvalOptions = None   # 2-D points only: an exact density, no dequantization
     flat_input = True
     train_defaults = {"steps": 2000, "lr": 1e-2, "batch_size": 256, "warmup": 50}
 
