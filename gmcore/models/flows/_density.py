@@ -69,7 +69,7 @@ def _dequant_samples_field():
 @dataclass
 class DequantizationConfig:
     """The dequantization fields an image flow's config inherits (``--dequantization``,
-    ``--dequant-hidden``, ``--dequant-couplings``)."""
+    ``--dequant-hidden``, ``--dequant-couplings``, ``--dequant-samples``)."""
 
     dequantization: str = field(default="uniform", metadata={
         "help": "noise added to the discrete levels: uniform, or variational (Flow++: a learned "
@@ -137,10 +137,11 @@ class FlowModel(GenerativeModel):
         if self.preprocess not in ("affine", "logit"):
             raise ValueError(f"preprocess must be 'affine' or 'logit', got {self.preprocess!r}")
         self.flow_shape = (data.dims,) if self.flat_input else tuple(data.shape)
-        self.dequantizer = self._dequantizer(config, name)
+        self.dequantizer = self._build_dequantizer(config, name)
 
-    def _dequantizer(self, config, name):
-        """The variational dequantizer the config asks for, or None (uniform noise)."""
+    def _build_dequantizer(self, config, name):
+        """The variational dequantizer the config asks for, or None (uniform noise); refuses
+        the dequantization options on continuous points."""
         kind = getattr(config, "dequantization", "uniform")
         if kind not in DEQUANTIZATIONS:
             raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, got {kind!r}")
@@ -275,7 +276,7 @@ class FlowModel(GenerativeModel):
         that underflows): Glow at temperature 1 on digits, seed 1, loses about one draw in 1000.
         Such a draw stays in the sample set as a mostly blank image, so it counts against the
         sample-quality figures instead of being dropped from them."""
-        bad = x != x
+        bad = x.isnan()
         if not bool(bad.any()):
             return x
         images = int(bad.reshape(x.shape[0], -1).any(1).sum())
