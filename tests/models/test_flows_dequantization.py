@@ -18,6 +18,7 @@ from gmcore.models.flows.nsf import NSF
 from gmcore.models.flows.realnvp import RealNVP
 from gmcore.nn.flows import FlowDensity, StandardNormal
 from gmcore.nn.flows.linear import LULinear
+from flow_checks import perturb
 from resume_checks import check_crash_resume
 
 FAST = ["--batch-size", "16", "--no-progress", "--no-sample-quality", "--num-samples", "4",
@@ -40,12 +41,6 @@ class _Tiny(FlowModel):
         self.flow = FlowDensity(StandardNormal(self.flow_shape), LULinear(data.dims))
 
 
-def _randomize(module, scale, seed):
-    rng = np.random.default_rng(seed)
-    for p in module.parameters():
-        p.data[...] = p.data + scale * rng.standard_normal(p.shape).astype(p.data.dtype)
-
-
 def _log_p_level(model, level, n=300):
     """log P(level) = log of the integral over u in [0, 1)^2 of p((level + u) / K) K^-D:
     the midpoint rule on an n x n grid (the flow's density is smooth inside a bin)."""
@@ -65,7 +60,7 @@ def test_variational_figure_is_a_bound_and_its_weights_recover_the_probability()
     gm.manual_seed(0)
     model = _Tiny(_TinyConfig(dequantization="variational", dequant_hidden=6,
                               dequant_couplings=3), DataInfo((1, 1, 2), 3)).double()
-    _randomize(model, 0.3, seed=1)
+    perturb(model, 0.3, seed=1)
     n = 4000
     for level in ([0, 2], [1, 1], [2, 0]):
         exact = _log_p_level(model, level)
@@ -141,7 +136,7 @@ def test_importance_weighted_bound_combines_the_draws_and_tightens(kind):
     gm.manual_seed(0)
     cfg = _TinyConfig(dequantization=kind, dequant_hidden=6, dequant_couplings=3)
     model = _Tiny(cfg, DataInfo((1, 1, 2), 3)).double()
-    _randomize(model, 0.3, seed=1)
+    perturb(model, 0.3, seed=1)
     x = gm.tensor(np.array([[[[0.0, 1.0]]], [[[1.0, 1.0]]]]))   # edge levels: q is far off
     with gm.no_grad():
         gen = gm.Generator().manual_seed(4)

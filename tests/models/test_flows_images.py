@@ -14,7 +14,7 @@ from gmcore.models.base import DataInfo
 from gmcore.models.flows.glow import Glow
 from gmcore.models.flows.nice import NICE
 from gmcore.models.flows.realnvp import RealNVP
-from flow_checks import check_invertible, check_logdet
+from flow_checks import check_invertible, check_logdet, perturb
 
 DIGITS = DataInfo((1, 8, 8), 17, "digits")
 MOONS = DataInfo((2,), 0, "moons")
@@ -43,12 +43,6 @@ def _moons(n=256, split="train"):
 
 def _fit(model, x, steps, lr=3e-3):
     return fit_full_batch(model, x, steps, lr)
-
-
-def _perturb(model, scale=0.05, seed=0):
-    rng = np.random.default_rng(seed)
-    for p in model.parameters():
-        p.data[...] = p.data + scale * rng.standard_normal(p.shape).astype(p.data.dtype)
 
 
 @pytest.mark.parametrize("cls", [NICE, RealNVP, Glow])
@@ -80,7 +74,7 @@ def test_multiscale_transform_inverts_and_logdet(cls):
     info = DataInfo((1, 4, 4), 17)
     model = cls(cls.Config(**TINY[cls]), info)
     model.loss((gm.rand(16, 1, 4, 4),))          # initialises actnorm from data
-    _perturb(model, 0.05)
+    perturb(model, 0.05)
     t = model.flow.transform
     check_invertible(t, gm.randn(4, 1, 4, 4))
     check_logdet(t.double(), gm.randn(2, 1, 4, 4, dtype=gm.float64))

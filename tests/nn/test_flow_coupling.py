@@ -11,15 +11,7 @@ import gmcore as gm
 from gmcore.nn.flows import (AdditiveCoupling, AffineCoupling, FactorOut, FlowSequential,
                              GlowStep, Reshape, Scaling, Squeeze, Unsqueeze, channel_split,
                              checkerboard_mask, conv_conditioner, mlp_conditioner)
-from flow_checks import check_invertible, check_logdet, jacobian_logdets
-
-
-def _randomize(module, scale=0.3, seed=0):
-    """Non-trivial parameters (zero-initialised layers would make every coupling the identity)."""
-    rng = np.random.default_rng(seed)
-    for p in module.parameters():
-        p.data[...] = p.data + scale * rng.standard_normal(p.shape).astype(p.data.dtype)
-    return module
+from flow_checks import check_invertible, check_logdet, jacobian_logdets, perturb
 
 
 def _net(kind, c_in, c_out):
@@ -38,7 +30,7 @@ def _coupling(cls, mask, parity, shape, scale_fn="exp"):
     else:
         net = _net(kind, c, k * c)
     kw = {"scale_fn": scale_fn} if cls is AffineCoupling else {}
-    return _randomize(cls(net, mask=mask, parity=parity, **kw))
+    return perturb(cls(net, mask=mask, parity=parity, **kw))
 
 
 def _x(shape, b=3, seed=1, dtype="float32"):
@@ -141,7 +133,7 @@ def test_coupling_uses_the_fused_kernel_and_matches_reference(kernels_env):
 
 
 def test_scaling_and_reshape():
-    layer = _randomize(Scaling((2, 3)))
+    layer = perturb(Scaling((2, 3)))
     check_invertible(layer, _x((2, 3)))
     check_logdet(layer.double(), _x((2, 3), b=2, dtype="float64"))
     r = Reshape((1, 2, 3), (6,))
@@ -171,7 +163,7 @@ def test_squeeze_factor_out_multiscale():
 
 
 def test_factor_out_leaves_the_rest_untouched():
-    f = FactorOut(_randomize(Scaling((2, 2, 2))))
+    f = FactorOut(perturb(Scaling((2, 2, 2))))
     x = _x((4, 2, 2))
     with gm.no_grad():
         z, _ = f(x)
@@ -188,7 +180,7 @@ def test_glow_step(lu, vector):
     x = _x(shape, b=8)
     step(x)                          # data-dependent actnorm initialisation
     assert bool(step.actnorm.initialized)
-    _randomize(step, 0.1)
+    perturb(step, 0.1)
     check_invertible(step, x)
     step = step.double()
     check_logdet(step, _x(shape, b=2, dtype="float64"))
@@ -208,7 +200,7 @@ def test_batchnorm_flow():
     # the batch-statistics map's logdet, by hand
     want = 4 * (-0.5 * np.log(xn.var((0, 2, 3)) + bn.eps)).sum()
     np.testing.assert_allclose(ld.detach().numpy(), want, rtol=1e-5)
-    _randomize(bn)
+    perturb(bn)
     bn.eval()                                         # eval: a fixed affine map
     check_invertible(bn, x)
     check_logdet(bn.double(), _x((3, 2, 2), b=2, dtype="float64"))

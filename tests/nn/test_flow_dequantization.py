@@ -6,17 +6,13 @@ import pytest
 
 import gmcore as gm
 from gmcore.nn.flows import VariationalDequantizer
-from flow_checks import jacobian_logdets
+from flow_checks import jacobian_logdets, perturb
 
 
 def _randomized(shape, scale=0.3, seed=0, **kw):
     """A dequantizer whose couplings are not the identity (their last layers start at zero)."""
     gm.manual_seed(seed)
-    deq = VariationalDequantizer(shape, **kw)
-    rng = np.random.default_rng(seed)
-    for p in deq.parameters():
-        p.data[...] = p.data + scale * rng.standard_normal(p.shape).astype(p.data.dtype)
-    return deq
+    return perturb(VariationalDequantizer(shape, **kw), scale, seed)
 
 
 def _images(n, shape, levels=17, seed=0):
