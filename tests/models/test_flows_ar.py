@@ -118,13 +118,15 @@ def test_made_mog_is_a_normalised_density_and_samples_from_it():
 
 
 def test_maf_is_maf_mog_on_the_toys_and_keeps_its_image_defaults():
-    """The per-data defaults (gmcore/models/base.py): the 2-D toys get MAF-MoG, small and at a
-    higher lr, without flags; digits keep the image settings; flags still win."""
+    """The per-data defaults (gmcore/models/base.py): the 2-D toys get MAF-MoG, small, at a
+    higher lr and with noise regularization, without flags; digits keep the image settings;
+    flags still win."""
     from gmcore.cli_train import parse_train_args
 
     for data in ("moons", "8gaussians", "checkerboard"):
         _, t, m = parse_train_args("maf", ["--dataset", data])
-        assert (m.base, m.layers, m.hidden, t.lr, t.ema, t.steps) == ("mog", 2, 32, 5e-3, 0.995, 1000)
+        assert (m.base, m.layers, m.hidden, m.noise_std, t.lr, t.ema, t.steps) == \
+            ("mog", 2, 32, 0.03, 5e-3, 0.995, 2000)
     _, t, m = parse_train_args("maf", [])
     assert (m.base, m.layers, m.hidden, t.lr, t.ema) == ("normal", 5, 256, 1e-3, 0.0)
     _, t, m = parse_train_args("maf", ["--dataset", "moons", "--base", "normal", "--lr", "1e-3"])

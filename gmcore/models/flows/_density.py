@@ -26,7 +26,15 @@ Images with ``K`` levels (digits: 17), arriving in [0, 1] as ``level / (K - 1)``
 
 Continuous points (the 2-D toys, ``num_levels == 0``): the flow models the points as they are;
 ``nll = -log p(x)`` in nats (an exact density, no dequantization, no bits/dim) and ``loss`` is
-its mean.
+its mean. ``--noise-std s`` (:class:`PointNoiseConfig`) is noise regularization (Rothfuss et al.
+2019, "Noise Regularization for Conditional Density Estimation"): the loss sees each training
+point moved by fresh Gaussian noise of std ``s`` times each feature's standard deviation over
+the batch (noise on standardised data, with the batch's spread standing in for the data
+set's), so the flow fits the data smoothed by a narrow Gaussian kernel instead of
+collapsing onto the 1000 training points; ``nll`` (the test figure) is of the points as they
+are. The smoothing costs little where the kernel is narrow beside the data's own features: on
+8gaussians (features of std 1.4, modes of std 0.1) ``s = 0.03`` is a kernel of std 0.042, and
+the true density smoothed by it scores 0.013 nats worse than the truth.
 
 ``sample(n, generator, temperature)`` draws base samples scaled by ``temperature``, inverts the
 flow and, for images, the preprocessing; then quantizes to the ``K`` levels and returns
@@ -54,7 +62,7 @@ from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 
 __all__ = ["FlowModel", "NumericalInverseDensity", "FlowSampleOptions", "FlowEvalOptions",
-           "DequantizationConfig"]
+           "DequantizationConfig", "PointNoiseConfig"]
 
 DEQUANTIZATIONS = ("uniform", "variational")
 
@@ -67,9 +75,21 @@ def _dequant_samples_field():
 
 
 @dataclass
-class DequantizationConfig:
-    """The dequantization fields an image flow's config inherits (``--dequantization``,
-    ``--dequant-hidden``, ``--dequant-couplings``, ``--dequant-samples``)."""
+class PointNoiseConfig:
+    """``--noise-std``, which every flow's config inherits: noise regularization of a flow
+    fitted to continuous points (see the module docstring)."""
+
+    noise_std: float = field(default=0.0, metadata={
+        "help": "std of the Gaussian noise added to each training point, in units of each "
+                "feature's standard deviation over the batch (noise regularization; continuous "
+                "points only, 0 = off; the test NLL is of the clean points)", "min": 0.0})
+
+
+@dataclass
+class DequantizationConfig(PointNoiseConfig):
+    """The fields an image flow's config inherits: ``--noise-std`` (for points) and the
+    dequantization options (``--dequantization``, ``--dequant-hidden``,
+    ``--dequant-couplings``, ``--dequant-samples``)."""
 
     dequantization: str = field(default="uniform", metadata={
         "help": "noise added to the discrete levels: uniform, or variational (Flow++: a learned "
@@ -148,6 +168,9 @@ class FlowModel(GenerativeModel):
         if self.continuous and self.dequant_samples != 1:
             raise ValueError(f"{type(self).__name__}: --dequant-samples is for discrete images; "
                              f"{name} is continuous points, modelled as they are")
+        if not self.continuous and self.noise_std > 0:
+            raise ValueError(f"{type(self).__name__}: --noise-std is for continuous points; "
+                             f"{name} is discrete images, dequantized instead")
         if kind == "uniform":
             return None
         if self.continuous:
@@ -155,6 +178,11 @@ class FlowModel(GenerativeModel):
                              f"discrete images; {name} is continuous points, modelled as they are")
         return VariationalDequantizer(self.data.shape, config.dequant_hidden,
                                       config.dequant_couplings)
+
+    @property
+    def noise_std(self) -> float:
+        """Std of the noise added to training points (``--noise-std``; 0 without the field)."""
+        return float(getattr(self.config, "noise_std", 0.0))
 
     @property
     def dequant_samples(self) -> int:
@@ -244,10 +272,21 @@ class FlowModel(GenerativeModel):
 
     def loss(self, batch):
         x = self._check(batch[0])
-        nll = (-self.log_prob_points(x) if self.continuous else self._dequantized_nll(x)).mean()
-        if self.continuous:
-            return nll, {}
-        return nll / (self.data.dims * metrics.LN2), {}
+        if not self.continuous:
+            return self._dequantized_nll(x).mean() / (self.data.dims * metrics.LN2), {}
+        if self.noise_std > 0:   # noise regularization: fresh noise each step
+            x = x + self._point_noise(x)
+        return -self.log_prob_points(x).mean(), {}
+
+    def _point_noise(self, x: Tensor) -> Tensor:
+        """Noise regularization's draw for a batch of points: ``N(0, (s sd_j)^2)`` per feature
+        ``j``, ``sd_j`` the batch's standard deviation of that feature (a constant)."""
+        if x.shape[0] < 2:
+            raise ValueError(f"{type(self).__name__}: --noise-std scales the noise by the "
+                             "batch's standard deviation, which needs batches of 2 or more "
+                             f"points, got {x.shape[0]}")
+        scale = self.noise_std * x.detach().std(0)
+        return scale * gc.randn(*x.shape, device=x.device, dtype=x.dtype)
 
     def sample_flow_space(self, n, generator=None, temperature=1.0) -> Tensor:
         """Draws in the flow's space (a model whose flow lacks ``sample`` overrides this)."""

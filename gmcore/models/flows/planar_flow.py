@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from ...nn.flows import ActNorm1d, FlowSequential, Planar, StandardNormal
 from ..base import DataInfo
 from ..registry import register
-from ._density import FlowModel, NumericalInverseDensity
+from ._density import FlowModel, NumericalInverseDensity, PointNoiseConfig
 
 __all__ = ["PlanarFlow", "PlanarFlowConfig"]
 
 
 @dataclass
-class PlanarFlowConfig:
+class PlanarFlowConfig(PointNoiseConfig):
     layers: int = field(default=32, metadata={"help": "planar layers K", "min": 1})
 
 

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from ...nn.flows import ActNorm1d, FlowSequential, Radial, StandardNormal
 from ..base import DataInfo
 from ..registry import register
-from ._density import FlowModel, NumericalInverseDensity
+from ._density import FlowModel, NumericalInverseDensity, PointNoiseConfig
 
 __all__ = ["RadialFlow", "RadialFlowConfig"]
 
 
 @dataclass
-class RadialFlowConfig:
+class RadialFlowConfig(PointNoiseConfig):
     layers: int = field(default=32, metadata={"help": "radial layers K", "min": 1})
 
 
