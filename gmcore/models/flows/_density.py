@@ -55,9 +55,10 @@ import numpy as np
 
 from ... import creation as gc
 from ...functional import shape as _shape
-from ... import metrics
+from ... import distributed, metrics
 from ...autograd import no_grad
 from ...nn.flows import FlowDensity, FlowSequential, VariationalDequantizer
+from ...nn.sync_batchnorm import all_reduce_sum
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 
@@ -280,13 +281,19 @@ class FlowModel(GenerativeModel):
 
     def _point_noise(self, x: Tensor) -> Tensor:
         """Noise regularization's draw for a batch of points: ``N(0, (s sd_j)^2)`` per feature
-        ``j``, ``sd_j`` the batch's standard deviation of that feature (a constant)."""
-        if x.shape[0] < 2:
+        ``j``, ``sd_j`` the batch's standard deviation of that feature (a constant). In
+        data-parallel training the batch is every rank's rows and the draw is batch-shaped (so
+        sharded), so N ranks draw the one-process run's noise."""
+        with no_grad():
+            if distributed.get_world_size() > 1:
+                sd = _global_std(x)
+            else:
+                sd = x.detach().std(0) if x.shape[0] > 1 else None
+        if sd is None:
             raise ValueError(f"{type(self).__name__}: --noise-std scales the noise by the "
                              "batch's standard deviation, which needs batches of 2 or more "
                              f"points, got {x.shape[0]}")
-        scale = self.noise_std * x.detach().std(0)
-        return scale * gc.randn(*x.shape, device=x.device, dtype=x.dtype)
+        return self.noise_std * sd * gc.randn(*x.shape, device=x.device, dtype=x.dtype)
 
     def sample_flow_space(self, n, generator=None, temperature=1.0) -> Tensor:
         """Draws in the flow's space (a model whose flow lacks ``sample`` overrides this)."""
@@ -323,6 +330,17 @@ class FlowModel(GenerativeModel):
                       "in the flow's inverse; their undefined pixels are drawn as 0",
                       RuntimeWarning, stacklevel=3)
         return x.masked_fill(bad, 0.0)
+
+
+def _global_std(x: Tensor):
+    """Each feature's (unbiased) standard deviation over every rank's rows of ``x`` (B, D), or
+    None when they hold fewer than 2 rows in all."""
+    n = all_reduce_sum(gc.tensor([float(x.shape[0])], dtype="float64", device=x.device)).item()
+    if n < 2:
+        return None
+    mean = all_reduce_sum(x.sum(0)) / n
+    centred = x - mean
+    return (all_reduce_sum((centred * centred).sum(0)) / (n - 1)).sqrt()
 
 
 class NumericalInverseDensity(FlowDensity):
