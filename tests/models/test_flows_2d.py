@@ -109,19 +109,20 @@ def test_noise_regularization_moves_the_training_points_only():
     assert clean.loss((x,))[0].item() == pytest.approx(-_normal_logp(x.numpy()).mean(), rel=1e-12)
 
 
+def _build_on_digits(name, argv):
+    """Model ``name`` with the config ``gmcore train name ARGV`` would give, on digits."""
+    from gmcore import models
+    _, _, mcfg = parse_train_args(name, argv)
+    return models.get(name).cls(mcfg, DIGITS)
+
+
 def test_noise_regularization_is_refused_where_it_is_undefined():
     with pytest.raises(ValueError, match="batches of 2 or more"):
         _NoisyIdentity(MOONS, 0.1).loss((_moons(1),))
     with pytest.raises(ValueError, match="--noise-std is for continuous points"):
         _NoisyIdentity(DIGITS, 0.1)
     with pytest.raises(ValueError, match="--noise-std is for continuous points"):
-        parse_and_build("realnvp", ["--noise-std", "0.05"])
-
-
-def parse_and_build(name, argv):
-    from gmcore import models
-    _, _, mcfg = parse_train_args(name, argv)
-    return models.get(name).cls(mcfg, DIGITS)
+        _build_on_digits("realnvp", ["--noise-std", "0.05"])
 
 
 def test_logit_preprocessing_counts_its_log_determinant():
