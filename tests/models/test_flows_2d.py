@@ -280,7 +280,7 @@ def test_coupling_flows_take_their_toy_defaults_without_flags():
     _, t, _ = parse_train_args("realnvp", ["--dataset", "checkerboard"])
     assert t.steps == 4000
     _, t, m = parse_train_args("glow", ["--dataset", "8gaussians"])
-    assert (t.steps, m.flat_depth, t.lr) == (2000, 16, 2e-3)
+    assert (t.steps, m.flat_depth, t.lr) == (4000, 16, 2e-3)
     assert parse_train_args("realnvp", [])[1].steps == 1000          # digits
     _, t, m = parse_train_args("glow", [])
     assert (t.steps, m.flat_depth) == (1000, 8)
