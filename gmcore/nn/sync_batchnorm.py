@@ -15,7 +15,7 @@ from ..autograd import Function, no_grad
 from ..tensor import Tensor  # noqa: F401  (the type in signatures)
 from .normalization import _BatchNorm
 
-__all__ = ["SyncBatchNorm", "all_reduce_sum"]
+__all__ = ["SyncBatchNorm", "all_reduce_sum", "global_moments"]
 
 
 def _world() -> int:
@@ -42,6 +42,21 @@ def all_reduce_sum(x: Tensor) -> Tensor:
     return _AllReduceSum.apply(x) if _world() > 1 else x
 
 
+def global_moments(x: Tensor, dims: tuple) -> tuple:
+    """``(n, mean, centred, squares)`` of ``x`` over ``dims`` and every rank's rows, differentiably:
+    ``n`` the count of entries (a float), ``mean`` their mean (shaped as ``x.sum(dims)``),
+    ``centred = x - mean`` (broadcast back over ``dims``, which must be 0 and the trailing ones)
+    and ``squares`` the all-reduced sum of ``centred ** 2``; the callers divide it as they need
+    (by ``n`` for batch norm and actnorm, by ``n - 1`` for an unbiased variance). With one rank
+    these are the local batch's moments."""
+    from ..distributed import all_reduce_array
+    local = np.array([np.prod([x.shape[d] for d in dims])], dtype=np.float64)
+    n = float(all_reduce_array(local, "sum")[0]) if _world() > 1 else float(local[0])
+    mean = all_reduce_sum(x.sum(dim=dims)) / n
+    centred = x - mean.reshape((1, -1) + (1,) * (x.ndim - 2))
+    return n, mean, centred, all_reduce_sum((centred * centred).sum(dim=dims))
+
+
 class SyncBatchNorm(_BatchNorm):
     """Batch normalization over (N, C, *) with statistics over every rank's batch.
 
@@ -60,12 +75,8 @@ class SyncBatchNorm(_BatchNorm):
             return super().forward(input)
         dims = (0,) + tuple(range(2, input.ndim))
         shape = (1, -1) + (1,) * (input.ndim - 2)
-        from ..distributed import all_reduce_array
-        local = np.array([np.prod([input.shape[d] for d in dims])], dtype=np.float64)
-        n = float(all_reduce_array(local, "sum")[0])   # examples x positions over all ranks
-        mean = all_reduce_sum(input.sum(dim=dims)) / n
-        centred = input - mean.reshape(shape)
-        var = all_reduce_sum((centred * centred).sum(dim=dims)) / n
+        n, mean, centred, squares = global_moments(input, dims)   # n: examples x positions
+        var = squares / n
         if self.track_running_stats:
             with no_grad():
                 self.num_batches_tracked.data[...] += 1

@@ -58,7 +58,7 @@ from ...functional import shape as _shape
 from ... import distributed, metrics
 from ...autograd import no_grad
 from ...nn.flows import FlowDensity, FlowSequential, VariationalDequantizer
-from ...nn.sync_batchnorm import all_reduce_sum
+from ...nn.sync_batchnorm import global_moments
 from ...tensor import Tensor
 from ..base import DataInfo, GenerativeModel
 
@@ -162,7 +162,8 @@ class FlowModel(GenerativeModel):
 
     def _build_dequantizer(self, config, name):
         """The variational dequantizer the config asks for, or None (uniform noise); refuses
-        the dequantization options on continuous points."""
+        each data-noise option on the data it does not fit (dequantization on continuous points,
+        ``--noise-std`` on images)."""
         kind = getattr(config, "dequantization", "uniform")
         if kind not in DEQUANTIZATIONS:
             raise ValueError(f"dequantization must be one of {DEQUANTIZATIONS}, got {kind!r}")
@@ -288,7 +289,7 @@ class FlowModel(GenerativeModel):
             if distributed.get_world_size() > 1:
                 sd = _global_std(x)
             else:
-                sd = x.detach().std(0) if x.shape[0] > 1 else None
+                sd = x.std(0) if x.shape[0] > 1 else None
         if sd is None:
             raise ValueError(f"{type(self).__name__}: --noise-std scales the noise by the "
                              "batch's standard deviation, which needs batches of 2 or more "
@@ -335,12 +336,8 @@ class FlowModel(GenerativeModel):
 def _global_std(x: Tensor):
     """Each feature's (unbiased) standard deviation over every rank's rows of ``x`` (B, D), or
     None when they hold fewer than 2 rows in all."""
-    n = all_reduce_sum(gc.tensor([float(x.shape[0])], dtype="float64", device=x.device)).item()
-    if n < 2:
-        return None
-    mean = all_reduce_sum(x.sum(0)) / n
-    centred = x - mean
-    return (all_reduce_sum((centred * centred).sum(0)) / (n - 1)).sqrt()
+    n, _, _, squares = global_moments(x, (0,))
+    return (squares / (n - 1)).sqrt() if n >= 2 else None
 
 
 class NumericalInverseDensity(FlowDensity):

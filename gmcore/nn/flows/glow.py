@@ -64,18 +64,11 @@ class ActNorm2d(Flow):
     def _global_init(self, x):
         """``actnorm_init`` over every rank's batch (data-parallel training): each rank's own
         shard would give each replica its own start, and they would never agree again."""
-        from ..sync_batchnorm import all_reduce_sum
+        from ..sync_batchnorm import global_moments
 
-        dims = (0,) + tuple(range(2, x.ndim))
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         with no_grad():
-            x = x.detach()
-            n = all_reduce_sum(creation.tensor([float(np.prod([x.shape[d] for d in dims]))],
-                                               dtype="float64", device=x.device)).item()
-            mean = all_reduce_sum(x.sum(dims)) / n
-            centred = x - mean.reshape(shape)
-            std = (all_reduce_sum((centred * centred).sum(dims)) / n).sqrt()
-            return -mean, 1.0 / (std + self.eps)
+            n, mean, _, squares = global_moments(x.detach(), (0,) + tuple(range(2, x.ndim)))
+            return -mean, 1.0 / ((squares / n).sqrt() + self.eps)
 
     def forward(self, x, context=None):
         self._maybe_init(x)
